@@ -1,0 +1,43 @@
+# Fresh-machine entry points: `make demo` and `make test` create .venv/ on first use.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.corereg-installed
+CORES ?= 2
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install demo test lint format dryrun clean-demo
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "corereg needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --profile profiles/demo --configfile workflow/presets/demo.yaml --cores $(CORES)
+	@echo "Demo outputs: results/demo/tables/*.md, results/demo/figures/*.png"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --configfile workflow/presets/tiny.yaml > /dev/null
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/snakefmt Snakefile workflow/rules
+
+dryrun: $(STAMP)
+	$(BIN)/snakemake -n
+
+clean-demo:
+	rm -rf results/demo

@@ -1,0 +1,5 @@
+import sys
+
+from corereg.cli import main
+
+sys.exit(main())

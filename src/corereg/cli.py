@@ -1,0 +1,219 @@
+"""``corereg <verb>``: the one entry point of every Snakemake rule.
+
+Each verb takes explicit input and output paths; configuration arrives as a
+JSON ``--spec`` (a string, or ``@file``) resolved by the workflow from
+config.yaml.  Errors in the input are reported as one line ``error: ...``
+naming the file and the problem, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from corereg import __version__
+from corereg.errors import CoreregError
+
+
+def _spec(value: str | None) -> dict:
+    if not value:
+        return {}
+    if value.startswith("@"):
+        return json.loads(Path(value[1:]).read_text())
+    return json.loads(value)
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_prepare(a) -> None:
+    from corereg.data.synthetic import generate_abdomen, generate_chest
+    from corereg.errors import NotImplementedYet
+
+    spec = _spec(a.spec)
+    source = spec["source"]
+    kind = source["kind"]
+    if kind == "synthetic_abdomen":
+        generate_abdomen(a.out, a.dataset, spec["shape"], spec["spacing"], source["n_train"],
+                         source["n_test"], source["seed"], noise_hu=source.get("noise_hu", 12.0))  # fmt: skip
+    elif kind == "synthetic_chest":
+        generate_chest(a.out, a.dataset, spec["shape"], spec["spacing"], source["n_train_pairs"],
+                       source["n_test_pairs"], source["seed"], noise_hu=source.get("noise_hu", 12.0))  # fmt: skip
+    else:
+        raise NotImplementedYet(f"preparation of '{kind}' data (issue: real data in)")
+    print(f"[prepare] {a.dataset}: wrote {a.out}")
+
+
+def cmd_stage(a) -> None:
+    """download / convert / label of real data: declared steps of the full reproduction."""
+    from corereg.errors import NotImplementedYet
+
+    spec = _spec(a.spec)
+    raise NotImplementedYet(
+        f"{a.verb} for '{spec.get('source', {}).get('kind', a.dataset)}' (issue: real data in)"
+    )
+
+
+# ----------------------------------------------------------------------------- training
+def cmd_train(a) -> None:
+    from corereg.errors import NotImplementedYet
+
+    spec = _spec(a.spec)
+    raise NotImplementedYet(
+        f"training of method kind '{spec.get('kind')}' (method {a.method}/{a.variant})"
+    )
+
+
+# ----------------------------------------------------------------------------- registration
+def cmd_register(a) -> None:
+    from corereg.data.manifest import load_manifest
+    from corereg.device import describe, resolve_device, set_threads
+    from corereg.io import atomic_dir, load_image, save_field, write_csv, write_json
+    from corereg.registration import check_pair, make_method, register_manifest, timed_register
+
+    set_threads(a.threads)
+    device = resolve_device(a.device)
+    params = _spec(a.params)
+    method = make_method(a.method, params, device, a.checkpoint, a.seed)
+    if a.manifest:
+        if not a.out_dir:
+            raise CoreregError("--manifest needs --out-dir")
+        manifest = load_manifest(a.manifest)
+        with atomic_dir(a.out_dir) as tmp:
+            timing = register_manifest(manifest, method, tmp, split=a.split)
+            write_csv(tmp / "timing.csv", timing)
+            write_json(tmp / "run.json", {"method": a.method, "params": params, "seed": a.seed,
+                                          "checkpoint": a.checkpoint, "device": describe(device),
+                                          "corereg": __version__, "manifest": str(a.manifest)})  # fmt: skip
+        return
+    if not (a.fixed and a.moving and a.out):
+        raise CoreregError(
+            "give --fixed, --moving and --out (one pair) or --manifest and --out-dir"
+        )
+    fixed, affine = load_image(a.fixed)
+    moving, _ = load_image(a.moving)
+    check_pair(a.fixed, fixed, a.moving, moving)
+    disp, secs = timed_register(method, fixed, moving)
+    save_field(a.out, disp, affine)
+    print(json.dumps({"out": a.out, "seconds": round(secs, 4), "device": describe(device)}))
+
+
+# ----------------------------------------------------------------------------- evaluation
+def cmd_evaluate(a) -> None:
+    from corereg.data.manifest import load_manifest
+    from corereg.evaluation_run import evaluate_run
+
+    spec = _spec(a.spec)
+    evaluate_run(load_manifest(a.manifest), Path(a.fields), spec, a.out_structures, a.out_pairs)
+
+
+# ----------------------------------------------------------------------------- outputs
+def cmd_table(a) -> None:
+    from corereg.report.tables import write_table
+
+    table = write_table(_spec(a.spec), a.metrics, a.out)
+    print(table[["row", "dataset", "status"]].to_string(index=False))
+
+
+def cmd_figure(a) -> None:
+    from corereg.report import figures
+
+    spec = _spec(a.spec)
+    if a.which == "fig4a":
+        figures.fig4a(spec, a.metrics, a.out)
+    elif a.which == "fig4b":
+        logs = {}
+        for item in a.logs or []:
+            label, path = item.split("=", 1)
+            logs.setdefault(label, []).append(path)
+        figures.fig4b(spec, logs, a.out)
+    else:
+        from corereg.report.qualitative import fig3_from_spec
+
+        fig3_from_spec(spec, a.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corereg", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"corereg {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    s = sub.add_parser("prepare", help="write a prepared dataset (images, labels, manifest)")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--spec", required=True, help="dataset spec (JSON or @file)")
+    s.add_argument("--raw", help="upstream folder (real data)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_prepare)
+
+    for verb in ("download", "convert", "label"):
+        s = sub.add_parser(verb, help=f"{verb} real data (full reproduction)")
+        s.add_argument("--dataset", required=True)
+        s.add_argument("--spec", required=True)
+        s.add_argument("--input")
+        s.add_argument("--out", required=True)
+        s.set_defaults(func=cmd_stage)
+
+    s = sub.add_parser("train", help="train a learning-based method")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--method", required=True)
+    s.add_argument("--variant", default="default")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--spec", required=True)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="model folder")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("register", help="register one pair, or every test pair of a manifest")
+    s.add_argument("--method", required=True, help="method kind: initial, convexadam, ...")
+    s.add_argument("--params", help="method parameters (JSON or @file)")
+    s.add_argument("--fixed")
+    s.add_argument("--moving")
+    s.add_argument("--out", help="output field disp_<fixed>_<moving>.nii.gz")
+    s.add_argument("--manifest", help="prepared dataset folder or manifest.json")
+    s.add_argument("--split", default="test")
+    s.add_argument("--out-dir")
+    s.add_argument("--checkpoint")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(func=cmd_register)
+
+    s = sub.add_parser("evaluate", help="Dice, HD95, SDlogJ of a folder of fields")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--fields", required=True)
+    s.add_argument("--spec", required=True, help="run identity and evaluated labels (JSON)")
+    s.add_argument("--out-structures", required=True)
+    s.add_argument("--out-pairs", required=True)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("table", help="write one paper table (CSV, Markdown, LaTeX)")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--metrics", nargs="*", default=[])
+    s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/tables/table1")
+    s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("figure", help="write one paper figure (PNG and PDF)")
+    s.add_argument("which", choices=["fig3", "fig4a", "fig4b"])
+    s.add_argument("--spec", required=True)
+    s.add_argument("--metrics", nargs="*", default=[])
+    s.add_argument("--logs", nargs="*", default=[], help="LABEL=train_log.csv")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_figure)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        args.func(args)
+    except CoreregError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"[corereg {args.verb}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

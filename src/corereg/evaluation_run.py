@@ -1,0 +1,48 @@
+"""Evaluate one run's folder of fields against a prepared dataset: two tidy CSVs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from corereg.data.manifest import Manifest, field_name
+from corereg.errors import InputError
+from corereg.evaluation import evaluate_pair
+from corereg.io import load_field, write_csv
+
+
+def evaluate_run(
+    manifest: Manifest, fields: Path, spec: dict, out_structures, out_pairs
+) -> pd.DataFrame:
+    """Score every test pair; ``spec`` gives dataset, method, variant, seed and labels."""
+    labels = spec.get("labels") or sorted(manifest.labels)
+    unknown = sorted(set(labels) - set(manifest.labels))
+    if unknown:
+        raise InputError(
+            manifest.path, f"evaluated labels {unknown} are not labels of this dataset"
+        )
+    timing_path = fields / "timing.csv"
+    if not timing_path.is_file():
+        raise InputError(timing_path, "file does not exist (registration output incomplete)")
+    timing = pd.read_csv(timing_path, dtype={"fixed": str, "moving": str}).set_index(
+        ["fixed", "moving"]
+    )
+    ident = {k: spec[k] for k in ("dataset", "method", "variant", "seed")}
+    srows, prows = [], []
+    for p in manifest.pairs("test"):
+        fixed_lab = manifest.load_labels(p["fixed"])
+        moving_lab = manifest.load_labels(p["moving"])
+        disp = load_field(fields / field_name(p["fixed"], p["moving"]), manifest.shape)
+        rows, summary = evaluate_pair(fixed_lab, moving_lab, disp, labels, manifest.spacing)
+        key = {**ident, "fixed": p["fixed"], "moving": p["moving"]}
+        srows += [{**key, **r, "structure": manifest.labels[r["label"]]} for r in rows]
+        if (p["fixed"], p["moving"]) not in timing.index:
+            raise InputError(timing_path, f"no timing for pair {p['fixed']}_{p['moving']}")
+        t = timing.loc[(p["fixed"], p["moving"])]
+        prows.append({**key, **summary, "seconds": float(t["seconds"]), "device": t["device"]})
+        print(f"[evaluate] {p['fixed']} <- {p['moving']}: Dice {summary['dice']:.3f}", flush=True)
+    pairs = pd.DataFrame(prows)
+    write_csv(out_structures, pd.DataFrame(srows))
+    write_csv(out_pairs, pairs)
+    return pairs

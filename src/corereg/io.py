@@ -1,0 +1,185 @@
+"""NIfTI and table I/O with the checks of the data contract and atomic writes.
+
+Every writer goes through a temporary file in the target folder and an
+``os.replace``, so an interrupted step never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from corereg.errors import InputError
+
+SPACING_TOL = 1e-3
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; move it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_nifti(path, array: np.ndarray, affine: np.ndarray, dtype=None) -> None:
+    """Write a NIfTI atomically (``.nii.gz`` compressed)."""
+    array = np.asarray(array if dtype is None else array.astype(dtype))
+    img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm", "sec")
+    if np.issubdtype(array.dtype, np.integer):
+        img.header.set_slope_inter(1, 0)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(img, tmp)
+
+
+def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def _load(path) -> nib.Nifti1Image:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file does not exist")
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises several unrelated types
+        raise InputError(
+            path, f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})"
+        ) from exc
+
+
+def _check_geometry(path, img, shape, spacing) -> None:
+    if shape is not None and tuple(img.shape[:3]) != tuple(shape):
+        raise InputError(
+            path, f"shape {tuple(img.shape[:3])} differs from the expected {tuple(shape)}"
+        )
+    if spacing is not None:
+        sp = spacing_of(img.affine)
+        if any(abs(a - b) > SPACING_TOL * max(1.0, b) for a, b in zip(sp, spacing, strict=True)):
+            got = tuple(round(s, 4) for s in sp)
+            raise InputError(
+                path, f"voxel spacing {got} mm differs from the expected {tuple(spacing)} mm"
+            )
+
+
+def load_image(path, shape=None, spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """Load a 3-D CT image in HU as float32 and its affine, checking the contract."""
+    img = _load(path)
+    if img.ndim != 3:
+        raise InputError(path, f"expected a 3-D image, found {img.ndim} dimensions {img.shape}")
+    _check_geometry(path, img, shape, spacing)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise InputError(path, f"image data cannot be read ({exc})") from exc
+    if not np.isfinite(data).all():
+        n = int((~np.isfinite(data)).sum())
+        raise InputError(path, f"image contains {n} NaN or infinite voxels")
+    return data, img.affine
+
+
+def load_labels(path, shape=None, spacing=None, allowed: Iterable[int] | None = None):
+    """Load an integer label map, checking geometry and that every id is a known label."""
+    img = _load(path)
+    if img.ndim != 3:
+        raise InputError(path, f"expected a 3-D label map, found {img.ndim} dimensions {img.shape}")
+    _check_geometry(path, img, shape, spacing)
+    data = np.asarray(img.dataobj)
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.isfinite(data).all() or not np.all(np.equal(np.round(data), data)):
+            raise InputError(path, "label map contains non-integer values")
+        data = data.astype(np.int64)
+    if allowed is not None:
+        ok = {0, *(int(a) for a in allowed)}
+        found = {int(v) for v in np.unique(data)}
+        bad = sorted(found - ok)
+        if bad:
+            raise InputError(
+                path,
+                f"label ids {bad} are not labels of this dataset (allowed: 0 and {sorted(ok - {0})})",
+            )
+    return data.astype(np.uint8), img.affine
+
+
+def load_field(path, shape=None) -> np.ndarray:
+    """Load a Learn2Reg displacement field (H, W, D, 3) in voxel units of the fixed grid."""
+    img = _load(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 5 and data.shape[3] == 1:  # some writers store (H, W, D, 1, 3)
+        data = data[:, :, :, 0, :]
+    if data.ndim != 4 or data.shape[3] != 3:
+        raise InputError(
+            path, f"displacement field must have shape (H, W, D, 3), found {data.shape}"
+        )
+    if shape is not None and tuple(data.shape[:3]) != tuple(shape):
+        raise InputError(
+            path, f"field grid {data.shape[:3]} differs from the fixed image {tuple(shape)}"
+        )
+    if not np.isfinite(data).all():
+        raise InputError(path, "displacement field contains NaN or infinite values")
+    return data
+
+
+def save_field(path, disp: np.ndarray, affine: np.ndarray) -> None:
+    disp = np.asarray(disp, dtype=np.float32)
+    if disp.ndim != 4 or disp.shape[3] != 3:
+        raise ValueError(f"field must be (H, W, D, 3), got {disp.shape}")
+    save_nifti(path, disp, affine)
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"invalid JSON ({exc})") from exc
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path, frame) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,244 @@
+"""The experiment plan: config.yaml resolved into runs, paths and per-job specs.
+
+The Snakefile holds no logic of its own: every input function, path and job
+spec comes from :class:`Plan`, which tests exercise without Snakemake.
+
+A *run* is (dataset, method, variant, seed).  The runs of an artifact are its
+rows x datasets x seeds (the first seed only for non-trainable methods), for
+enabled methods.  Rows of disabled methods read "not run" in the outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+from dataclasses import dataclass
+
+from corereg.errors import CoreregError
+
+TABLES = ("table1", "table2", "table3")
+FIGURES = ("fig3", "fig4a", "fig4b")
+REAL_SOURCES = {"abdomenctct": ("download",), "radchestct": ("download", "convert", "label")}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = (
+            deep_merge(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
+            else copy.deepcopy(v)
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    method: str
+    variant: str
+    seed: int
+
+
+class Plan:
+    def __init__(self, config: dict):
+        self.cfg = config
+        self.results = config["results"].rstrip("/")
+        self.data_root = config["data_root"].rstrip("/")
+        self._check()
+
+    # ------------------------------------------------------------------ checks
+    def _check(self) -> None:
+        for name, art in self.cfg["artifacts"].items():
+            for ds in art["datasets"]:
+                if ds not in self.cfg["datasets"]:
+                    raise CoreregError(
+                        f"config: artifacts.{name}.datasets names the unknown dataset '{ds}'"
+                    )
+            refs = [*art["rows"], *([art["reference"]] if art.get("reference") else [])]
+            for row in refs:
+                m = row["method"]
+                if m not in self.cfg["methods"]:
+                    raise CoreregError(f"config: artifacts.{name} names the unknown method '{m}'")
+                v = row.get("variant", "default")
+                if v != "default" and v not in (self.cfg["methods"][m].get("variants") or {}):
+                    raise CoreregError(
+                        f"config: artifacts.{name}: method '{m}' has no variant '{v}'"
+                    )
+        for key, ds in self.cfg["datasets"].items():
+            if ds["source"]["kind"] not in (*REAL_SOURCES, "synthetic_abdomen", "synthetic_chest"):
+                raise CoreregError(f"config: datasets.{key}.source.kind is unknown")
+
+    # ------------------------------------------------------------------ methods
+    def method(self, name: str) -> dict:
+        return self.cfg["methods"][name]
+
+    def enabled(self, name: str) -> bool:
+        return bool(self.method(name).get("enabled", True))
+
+    def trainable(self, name: str) -> bool:
+        return bool(self.method(name).get("trainable", False))
+
+    def seeds_for(self, name: str) -> list[int]:
+        seeds = list(self.cfg["seeds"])
+        return seeds if self.trainable(name) else seeds[:1]
+
+    def method_params(self, name: str, variant: str = "default") -> dict:
+        m = self.method(name)
+        params = (
+            deep_merge(self.cfg.get("engine", {}), m.get("params") or {})
+            if m["kind"] == "engine"
+            else dict(m.get("params") or {})
+        )
+        if variant != "default":
+            params = deep_merge(params, m["variants"][variant])
+        return params
+
+    # ------------------------------------------------------------------ artifacts
+    def rows(self, artifact: str) -> list[dict]:
+        out = []
+        for row in self.cfg["artifacts"][artifact]["rows"]:
+            r = dict(row)
+            r.setdefault("variant", "default")
+            r.setdefault("label", self.method(r["method"])["label"])
+            out.append(r)
+        return out
+
+    def runs(self, artifact: str) -> list[Run]:
+        art = self.cfg["artifacts"][artifact]
+        runs = []
+        for row in self.rows(artifact):
+            if not self.enabled(row["method"]):
+                continue
+            for ds in art["datasets"]:
+                runs += [
+                    Run(ds, row["method"], row["variant"], s) for s in self.seeds_for(row["method"])
+                ]
+        return list(dict.fromkeys(runs))
+
+    def all_runs(self) -> list[Run]:
+        return list(dict.fromkeys(r for a in self.cfg["artifacts"] for r in self.runs(a)))
+
+    # ------------------------------------------------------------------ paths
+    def prepared(self, dataset: str) -> str:
+        return f"{self.data_root}/{dataset}/prepared"
+
+    def stage_dir(self, dataset: str, stage: str) -> str:
+        return f"{self.data_root}/{dataset}/{stage}"
+
+    def run_dir(self, kind: str, run: Run) -> str:
+        return f"{self.results}/{kind}/{run.dataset}/{run.method}/{run.variant}/seed{run.seed}"
+
+    def fields(self, run: Run) -> str:
+        return self.run_dir("fields", run)
+
+    def pair_metrics(self, run: Run) -> str:
+        return self.run_dir("metrics", run) + "/pairs.csv"
+
+    def model(self, run: Run) -> str:
+        return self.run_dir("models", run) + "/final.pt"
+
+    def train_log(self, run: Run) -> str:
+        return self.run_dir("models", run) + "/train_log.csv"
+
+    def artifact_outputs(self, artifact: str) -> list[str]:
+        if artifact in TABLES:
+            return [f"{self.results}/tables/{artifact}.{ext}" for ext in ("csv", "md", "tex")]
+        return [f"{self.results}/figures/{artifact}.{ext}" for ext in ("png", "pdf")]
+
+    def all_targets(self) -> list[str]:
+        return [p for a in (*TABLES, *FIGURES) for p in self.artifact_outputs(a)]
+
+    # ------------------------------------------------------------------ data stages
+    def source_kind(self, dataset: str) -> str:
+        return self.cfg["datasets"][dataset]["source"]["kind"]
+
+    def stages(self, dataset: str) -> tuple[str, ...]:
+        return REAL_SOURCES.get(self.source_kind(dataset), ())
+
+    def stage_input(self, dataset: str, stage: str) -> list[str]:
+        """The upstream folder of a data stage ('prepare' included), or nothing."""
+        chain = (*self.stages(dataset), "prepare")
+        i = chain.index(stage) if stage in chain else -1
+        if i <= 0:
+            if stage != "prepare" and stage not in chain:
+                raise CoreregError(
+                    f"dataset '{dataset}' ({self.source_kind(dataset)}) has no '{stage}' step"
+                )
+            return []
+        return [self.stage_dir(dataset, "raw" if chain[i - 1] == "download" else chain[i - 1])]
+
+    # ------------------------------------------------------------------ job specs
+    @staticmethod
+    def quote(obj) -> str:
+        return shlex.quote(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+
+    def dataset_spec(self, dataset: str) -> dict:
+        return self.cfg["datasets"][dataset]
+
+    def eval_spec(self, run: Run) -> dict:
+        return {"dataset": run.dataset, "method": run.method, "variant": run.variant, "seed": run.seed,
+                "labels": self.cfg["datasets"][run.dataset]["eval_labels"]}  # fmt: skip
+
+    def train_spec(self, run: Run) -> dict:
+        return {"kind": self.method(run.method)["kind"], "params": self.method_params(run.method, run.variant),
+                "dataset": self.dataset_spec(run.dataset), "seed": run.seed}  # fmt: skip
+
+    def resources(self, rule: str) -> dict:
+        return {
+            "threads": 1,
+            "mem_mb": 2000,
+            "runtime": 60,
+            "gpu": 0,
+            **self.cfg["resources"].get(rule, {}),
+        }
+
+    def _datasets(self, artifact: str) -> list[dict]:
+        out = []
+        for key in self.cfg["artifacts"][artifact]["datasets"]:
+            ds = self.cfg["datasets"][key]
+            out.append({"key": key, "display": ds["display"], "paper_key": ds.get("paper_key"),
+                        "synthetic": ds["source"]["kind"].startswith("synthetic")})  # fmt: skip
+        return out
+
+    def artifact_spec(self, artifact: str) -> dict:
+        art = self.cfg["artifacts"][artifact]
+        spec = {"artifact": artifact, "title": art["title"], "rows": self.rows(artifact),
+                "datasets": self._datasets(artifact), "sdlogj": self.cfg.get("sdlogj", "sdlogj_l2r")}  # fmt: skip
+        if art.get("caption"):
+            spec["caption"] = art["caption"]
+        if art.get("reference"):
+            spec["reference"] = {"variant": "default", **art["reference"]}
+        if artifact == "fig3":
+            spec["panels"] = [
+                {"display": d["display"], "data": self.prepared(d["key"]), "pair_index": art.get("pair_index", 0),
+                 "window": self.cfg["datasets"][d["key"]].get("window", [-200, 300]),
+                 "methods": [{"label": r["label"], "fields": self.fields(Run(d["key"], r["method"], r["variant"], self.seeds_for(r["method"])[0])) if self.enabled(r["method"]) else None}
+                             for r in spec["rows"]]}
+                for d in spec["datasets"]
+            ]  # fmt: skip
+        return spec
+
+    def artifact_inputs(self, artifact: str) -> dict[str, list[str]]:
+        runs = self.runs(artifact)
+        if artifact == "fig4b":
+            return {"logs": [self.train_log(r) for r in runs if self.trainable(r.method)]}
+        if artifact == "fig3":
+            datasets = self.cfg["artifacts"][artifact]["datasets"]
+            return {"fields": [self.fields(r) for r in runs if r.seed == self.seeds_for(r.method)[0]],
+                    "data": [self.prepared(d) for d in datasets]}  # fmt: skip
+        return {"metrics": [self.pair_metrics(r) for r in runs]}
+
+    def fig4b_logs(self, artifact: str = "fig4b") -> list[str]:
+        """LABEL=path arguments for ``corereg figure fig4b``."""
+        out = []
+        for row in self.rows(artifact):
+            if not (self.enabled(row["method"]) and self.trainable(row["method"])):
+                continue
+            for ds in self.cfg["artifacts"][artifact]["datasets"]:
+                for s in self.seeds_for(row["method"]):
+                    out.append(
+                        f"{row['label']}={self.train_log(Run(ds, row['method'], row['variant'], s))}"
+                    )
+        return out

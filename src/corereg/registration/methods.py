@@ -1,0 +1,65 @@
+"""The registration methods available in this version of the pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+
+class Method:
+    """One registration method: ``register(fixed, moving) -> (H, W, D, 3)`` voxel field."""
+
+    needs_checkpoint: ClassVar[bool] = False
+
+    def __init__(
+        self, params: dict, device: torch.device, checkpoint: Path | None = None, seed: int = 0
+    ):
+        self.params = dict(params or {})
+        self.device = device
+        self.checkpoint = checkpoint
+        self.seed = seed
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Initial(Method):
+    """No registration: the zero field (the 'Initial' row of every table)."""
+
+    def register(self, fixed, moving):
+        return np.zeros((*fixed.shape, 3), dtype=np.float32)
+
+
+class ConvexAdam(Method):
+    """ConvexAdam with MIND-SSC features (Siebert et al.), from the PyPI package ``convexadam``.
+
+    Parameters (config ``methods.convexadam.params``) are those of
+    ``convex_adam_pt``: mind_r, mind_d, lambda_weight, grid_sp, disp_hw,
+    selected_niter, selected_smooth, grid_sp_adam, ic.  Half precision on CUDA,
+    single precision on the CPU (the package's own rule).
+    """
+
+    KEYS = ("mind_r", "mind_d", "lambda_weight", "grid_sp", "disp_hw", "selected_niter",
+            "selected_smooth", "grid_sp_adam", "ic")  # fmt: skip
+
+    def register(self, fixed, moving):
+        from convexAdam.convex_adam_MIND import convex_adam_pt
+
+        unknown = set(self.params) - set(self.KEYS)
+        if unknown:
+            raise ValueError(f"convexadam: unknown parameters {sorted(unknown)}")
+        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        disp = convex_adam_pt(
+            torch.from_numpy(np.ascontiguousarray(fixed)),
+            torch.from_numpy(np.ascontiguousarray(moving)),
+            dtype=dtype,
+            device=self.device,
+            **self.params,
+        )
+        return np.asarray(disp, dtype=np.float32)
+
+
+METHODS: dict[str, type[Method]] = {"initial": Initial, "convexadam": ConvexAdam}

@@ -1,0 +1,200 @@
+"""Figures 3, 4a and 4b.  Each writes PNG and PDF; missing runs are labelled "not run"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from corereg.io import atomic_path
+from corereg.report.tables import load_pair_metrics
+
+
+def _save(fig, out_prefix) -> None:
+    out_prefix = Path(out_prefix)
+    for ext in ("png", "pdf"):
+        with atomic_path(out_prefix.with_suffix(f".{ext}"), suffix=f".{ext}") as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _not_run(ax, text="not run"):
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def fig4a(spec: dict, pair_csvs, out_prefix) -> pd.DataFrame:
+    """Dice vs the contrastive weight alpha, one panel per dataset, paper values as markers."""
+    df = load_pair_metrics(pair_csvs)
+    dss = spec["datasets"]
+    fig, axes = plt.subplots(1, len(dss), figsize=(4.5 * len(dss), 3.4), squeeze=False)
+    rows = []
+    for ax, ds in zip(axes[0], dss, strict=True):
+        for r in spec["rows"]:
+            sel = df[
+                (df.dataset == ds["key"])
+                & (df.method == r["method"])
+                & (df.variant == r["variant"])
+            ]
+            pp = sel.groupby(["fixed", "moving"])["dice"].mean() * 100 if not sel.empty else None
+            paper = ((r.get("paper") or {}).get(ds.get("paper_key") or "") or {}).get("dice")
+            rows.append({"dataset": ds["key"], "alpha": r["alpha"], "variant": r["variant"],
+                         "dice_mean": pp.mean() if pp is not None else np.nan,
+                         "dice_std": pp.std(ddof=0) if pp is not None else np.nan,
+                         "paper_dice": paper if paper is not None else np.nan})  # fmt: skip
+        t = pd.DataFrame([x for x in rows if x["dataset"] == ds["key"]]).sort_values("alpha")
+        ok = t.dropna(subset=["dice_mean"])
+        if ok.empty:
+            _not_run(ax)
+        else:
+            ax.errorbar(
+                ok.alpha, ok.dice_mean, yerr=ok.dice_std, marker="o", capsize=3, label="reproduced"
+            )
+        pap = t.dropna(subset=["paper_dice"])
+        if not pap.empty:
+            ax.plot(pap.alpha, pap.paper_dice, "s", color="C3", label="paper")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("contrastive weight α")
+        ax.set_ylabel("Dice (%)")
+        ax.set_title(ds["display"])
+        if not ok.empty or not pap.empty:
+            ax.legend(fontsize=8)
+    fig.suptitle(spec.get("title", "Figure 4a"), fontsize=10)
+    _save(fig, out_prefix)
+    return pd.DataFrame(rows)
+
+
+def fig4b(spec: dict, logs: dict[str, list[str]], out_prefix) -> None:
+    """Validation Dice over training iterations; ``logs`` maps a row label to train_log.csv files."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    drawn = False
+    for i, r in enumerate(spec["rows"]):
+        files = [f for f in logs.get(r["label"], []) if Path(f).is_file()]
+        if not files:
+            ax.plot([], [], color=f"C{i}", label=f"{r['label']} (not run)")
+            continue
+        curves = pd.concat([pd.read_csv(f).assign(run=k) for k, f in enumerate(files)])
+        g = curves.groupby("iteration")["val_dice"]
+        mean, sd = g.mean() * 100, g.std(ddof=0).fillna(0) * 100
+        ax.plot(mean.index, mean.values, color=f"C{i}", label=r["label"])
+        ax.fill_between(mean.index, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
+        drawn = True
+    if not drawn:
+        _not_run(ax, "no training run yet")
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("validation Dice (%)")
+    ax.set_title(spec.get("title", "Figure 4b"), fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, out_prefix)
+
+
+def label_cmap(n_labels: int):
+    """Distinct colours for neighbouring ids (tab20's pairs are split apart)."""
+    from matplotlib.colors import ListedColormap
+
+    base = plt.get_cmap("tab20")(np.r_[0:20:2, 1:20:2])
+    extra = plt.get_cmap("Set1")(np.arange(9))
+    colours = np.concatenate([base, extra])
+    return ListedColormap(colours[: max(n_labels, 2)])
+
+
+def _overlay(ax, image, labels, window, n_labels, title=None):
+    """Radiological display: patient right (array axis 0 increasing, RAS) on the viewer's left."""
+    ax.imshow(
+        image.T,
+        cmap="gray",
+        origin="lower",
+        vmin=window[0],
+        vmax=window[1],
+        interpolation="nearest",
+    )
+    if labels is not None:
+        masked = np.ma.masked_where(labels.T == 0, labels.T)
+        ax.imshow(masked, cmap=label_cmap(n_labels), vmin=0.5, vmax=n_labels + 0.5, alpha=0.5,
+                  origin="lower", interpolation="nearest")  # fmt: skip
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def fig3(panels: list[dict], out_prefix) -> None:
+    """Qualitative overlays, per dataset: fixed, fixed+labels, moving labels, warped labels.
+
+    ``panels``: one dict per dataset with keys display, fixed (HU), fixed_lab, moving,
+    moving_lab, window, n_labels, methods (list of (label, warped labels or None)),
+    spacing.  Two rows per dataset: axial (a0-a1 plane) and coronal (a0-a2 plane).
+    """
+    ncols = 3 + max(len(p["methods"]) for p in panels)
+    fig, axes = plt.subplots(2 * len(panels), ncols, figsize=(2.2 * ncols, 4.6 * len(panels)),
+                             squeeze=False)  # fmt: skip
+    for k, p in enumerate(panels):
+        for v, view in enumerate(("axial", "coronal")):
+            ax_row = axes[2 * k + v]
+
+            def cut(a, view=view, sl=p["slices"][view]):
+                return a[:, :, sl] if view == "axial" else a[:, sl, :]
+
+            aspect = 1.0
+            if view == "coronal":
+                aspect = p["spacing"][2] / p["spacing"][0]
+            elif p["spacing"][1] != p["spacing"][0]:
+                aspect = p["spacing"][1] / p["spacing"][0]
+            _overlay(
+                ax_row[0],
+                cut(p["fixed"]),
+                None,
+                p["window"],
+                p["n_labels"],
+                f"{p['display']}\nfixed ({view})",
+            )
+            _overlay(
+                ax_row[1],
+                cut(p["fixed"]),
+                cut(p["fixed_lab"]),
+                p["window"],
+                p["n_labels"],
+                "fixed + labels",
+            )
+            _overlay(
+                ax_row[2],
+                cut(p["moving"]),
+                cut(p["moving_lab"]),
+                p["window"],
+                p["n_labels"],
+                "moving + labels",
+            )
+            for j in range(3, ncols):
+                ax = ax_row[j]
+                if j - 3 >= len(p["methods"]):
+                    ax.axis("off")
+                    continue
+                name, warped = p["methods"][j - 3]
+                if warped is None:
+                    _overlay(
+                        ax,
+                        cut(p["fixed"]),
+                        None,
+                        p["window"],
+                        p["n_labels"],
+                        f"{name}: warped labels",
+                    )
+                    _not_run(ax)
+                else:
+                    _overlay(
+                        ax,
+                        cut(p["fixed"]),
+                        cut(warped),
+                        p["window"],
+                        p["n_labels"],
+                        f"{name}: warped labels",
+                    )
+            for ax in ax_row:
+                ax.set_aspect(aspect)
+    _save(fig, out_prefix)

@@ -1,0 +1,211 @@
+"""Paper tables from per-pair metrics: mean ± std, paper values, differences, Wilcoxon p.
+
+A table is a selection declared in config.yaml (``artifacts.tableN``): rows of
+(method, variant) and dataset columns.  A row with no metrics reads "not run";
+nothing else about missing methods is special.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from corereg.io import write_csv, write_text
+from corereg.stats import holm, wilcoxon_paired
+
+NOT_RUN = "not run"
+KEY = ["dataset", "method", "variant"]
+STAT_KEYS = (
+    "n_pairs",
+    "n_seeds",
+    "dice_mean",
+    "dice_std",
+    "dice_seed_sd",
+    "hd95",
+    "sdlogj",
+    "t_inf",
+)
+
+
+def load_pair_metrics(paths) -> pd.DataFrame:
+    frames = [pd.read_csv(p, dtype={"fixed": str, "moving": str}) for p in paths]
+    if not frames:
+        return pd.DataFrame(columns=[*KEY, "seed", "fixed", "moving", "dice"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_pair(df: pd.DataFrame, dataset, method, variant, column="dice") -> pd.Series:
+    """Per-pair values averaged over seeds, indexed by 'fixed_moving'."""
+    sel = df[(df.dataset == dataset) & (df.method == method) & (df.variant == variant)]
+    if sel.empty:
+        return pd.Series(dtype=float)
+    key = sel.fixed.astype(str) + "_" + sel.moving.astype(str)
+    return sel.assign(pair=key).groupby("pair")[column].mean()
+
+
+def summarize(df, dataset, row, sdlogj_col) -> dict:
+    sel = df[
+        (df.dataset == dataset) & (df.method == row["method"]) & (df.variant == row["variant"])
+    ]
+    if sel.empty:
+        return {"status": NOT_RUN, **dict.fromkeys(STAT_KEYS, float("nan")), "device": ""}
+    dice = per_pair(df, dataset, row["method"], row["variant"]) * 100.0
+    seed_means = sel.groupby("seed")["dice"].mean() * 100.0
+    return {
+        "status": "ok",
+        "n_pairs": int(dice.size),
+        "n_seeds": int(sel.seed.nunique()),
+        "dice_mean": float(dice.mean()),
+        "dice_std": float(dice.std(ddof=0)),
+        "dice_seed_sd": float(seed_means.std(ddof=1)) if seed_means.size > 1 else float("nan"),
+        "hd95": float(sel.hd95.mean()),
+        "sdlogj": float(sel[sdlogj_col].mean()),
+        "t_inf": float(sel.seconds.mean()),
+        "device": ";".join(sorted(sel.device.astype(str).unique())),
+    }
+
+
+def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
+    """One tidy row per (table row, dataset) with statistics, paper values and p-values."""
+    labels = [r["label"] for r in spec["rows"]]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{spec['artifact']}: row labels must be unique, got {labels}")
+    ref = spec.get("reference")
+    sdlogj_col = spec.get("sdlogj", "sdlogj_l2r")
+    out = []
+    for ds in spec["datasets"]:
+        ref_dice = per_pair(df, ds["key"], ref["method"], ref["variant"]) if ref else None
+        for row in spec["rows"]:
+            rec = {"row": row["label"], "method": row["method"], "variant": row["variant"],
+                   "dataset": ds["key"], "dataset_label": ds["display"]}  # fmt: skip
+            rec.update(summarize(df, ds["key"], row, sdlogj_col))
+            paper = (row.get("paper") or {}).get(ds.get("paper_key") or "", {}) or {}
+            for k in ("dice", "sdlogj", "t_inf"):
+                rec[f"paper_{k}"] = paper.get(k, float("nan"))
+            comparable = rec["status"] == "ok" and not ds.get("synthetic", False)
+            rec["delta_dice"] = rec["dice_mean"] - rec["paper_dice"] if comparable else float("nan")
+            rec["p"] = float("nan")
+            rec["n_test_pairs"] = 0
+            is_ref = ref and row["method"] == ref["method"] and row["variant"] == ref["variant"]
+            if rec["status"] == "ok" and ref_dice is not None and not ref_dice.empty and not is_ref:
+                mine = per_pair(df, ds["key"], row["method"], row["variant"])
+                common = ref_dice.index.intersection(mine.index)
+                _, p, n = wilcoxon_paired(ref_dice[common].to_numpy(), mine[common].to_numpy())
+                rec["p"], rec["n_test_pairs"] = p, n
+            rec["is_reference"] = bool(is_ref)
+            out.append(rec)
+    table = pd.DataFrame(out)
+    table["p_holm"] = holm(table["p"].to_numpy())
+    return table
+
+
+# ----------------------------------------------------------------------------- formatting
+def _f(v, fmt="{:.1f}", empty="–"):
+    return empty if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def _p(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return "<0.001" if v < 1e-3 else f"{v:.3f}"
+
+
+def _cells(r) -> list[str]:
+    if r["status"] != "ok":
+        return [NOT_RUN, _f(r["paper_dice"]), "–", "–", _f(r["paper_sdlogj"], "{:.3f}"), "–",
+                _f(r["paper_t_inf"], "{:.2f}"), "–"]  # fmt: skip
+    dice = f"{r['dice_mean']:.1f} ± {r['dice_std']:.1f}"
+    if not math.isnan(r.get("dice_seed_sd", float("nan"))):
+        dice += f" (seeds ±{r['dice_seed_sd']:.1f})"
+    p = "ref." if r["is_reference"] else _p(r["p_holm"])
+    return [dice, _f(r["paper_dice"]), _f(r["delta_dice"], "{:+.1f}"), _f(r["sdlogj"], "{:.3f}"),
+            _f(r["paper_sdlogj"], "{:.3f}"), _f(r["t_inf"], "{:.2f}"), _f(r["paper_t_inf"], "{:.2f}"), p]  # fmt: skip
+
+
+SUB = ["Dice %", "paper", "Δ", "SDlogJ", "paper", "T_inf s", "paper", "p (Holm)"]
+
+
+def to_markdown(spec: dict, table: pd.DataFrame) -> str:
+    lines = [f"# {spec.get('title', spec['artifact'])}", ""]
+    if spec.get("caption"):
+        lines += [spec["caption"], ""]
+    for ds in spec["datasets"]:
+        sub = table[table.dataset == ds["key"]]
+        n = sub.loc[sub.status == "ok", "n_pairs"]
+        npairs = f", {int(n.max())} test pairs" if len(n) else ""
+        lines += [f"## {ds['display']}{npairs}", ""]
+        lines.append("| Method | " + " | ".join(SUB) + " |")
+        lines.append("|---|" + "---|" * len(SUB))
+        for _, r in sub.iterrows():
+            lines.append(f"| {r['row']} | " + " | ".join(_cells(r)) + " |")
+        lines.append("")
+    lines += [_footnote(spec, table), ""]
+    return "\n".join(lines)
+
+
+def _footnote(spec, table) -> str:
+    ref = spec.get("reference")
+    parts = [
+        "Dice: mean ± std over test pairs of the per-pair mean over structures present in both "
+        "images (seed-averaged; 'seeds ±' is the std of the seed means).",
+        f"SDlogJ: {spec.get('sdlogj', 'sdlogj_l2r')} (see README). T_inf: seconds per pair on "
+        + ", ".join(sorted({d for d in table.get("device", pd.Series(dtype=str)).dropna() if d}))
+        + ".",
+    ]
+    if ref:
+        parts.append(
+            f"p: two-sided Wilcoxon signed-rank test of per-pair Dice against {ref['method']}/"
+            f"{ref['variant']}, paired by test pair, Holm-corrected over the table's comparisons."
+        )
+    if any(d.get("synthetic") for d in spec["datasets"]):
+        parts.append(
+            "Synthetic data: the paper columns are for orientation only; no Δ is computed."
+        )
+    return " ".join(parts)
+
+
+def _tex_escape(s: str) -> str:
+    return (str(s).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
+            .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
+            .replace("–", "--"))  # fmt: skip
+
+
+def to_latex(spec: dict, table: pd.DataFrame) -> str:
+    ncol = len(SUB)
+    dss = spec["datasets"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{" + _tex_escape(spec.get("title", spec["artifact"])) + "}",
+        r"\label{tab:" + spec["artifact"] + "}",
+        r"\resizebox{\linewidth}{!}{%",
+        r"\begin{tabular}{l" + ("r" * ncol) * len(dss) + "}",
+        r"\toprule",
+        " & "
+        + " & ".join(rf"\multicolumn{{{ncol}}}{{c}}{{{_tex_escape(d['display'])}}}" for d in dss)
+        + r" \\",
+        "Method & " + " & ".join(_tex_escape(s) for s in SUB * len(dss)) + r" \\",
+        r"\midrule",
+    ]
+    for row in spec["rows"]:
+        cells = []
+        for d in dss:
+            r = table[(table.dataset == d["key"]) & (table.row == row["label"])].iloc[0]
+            cells += _cells(r)
+        lines.append(
+            _tex_escape(row["label"]) + " & " + " & ".join(_tex_escape(c) for c in cells) + r" \\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_table(spec: dict, pair_csvs, out_prefix) -> pd.DataFrame:
+    df = load_pair_metrics(pair_csvs)
+    table = build_table(spec, df)
+    out_prefix = Path(out_prefix)
+    write_csv(out_prefix.with_suffix(".csv"), table)
+    write_text(out_prefix.with_suffix(".md"), to_markdown(spec, table))
+    write_text(out_prefix.with_suffix(".tex"), to_latex(spec, table))
+    return table

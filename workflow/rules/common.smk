@@ -1,0 +1,51 @@
+import os
+import sys
+
+from snakemake.utils import validate
+
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+# Jobs run `python -m corereg` from this checkout (no install needed in conda envs).
+# The name is a variable: this sets PYTHONPATH, it does not require it from the user.
+_PYTHONPATH = "PYTHONPATH"
+os.environ[_PYTHONPATH] = os.pathsep.join(
+    filter(None, [SRC, os.environ.get(_PYTHONPATH)])
+)
+
+from corereg.plan import Plan, Run  # noqa: E402
+
+validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+plan = Plan(config)
+RESULTS = plan.results
+DATA = plan.data_root
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    method="[A-Za-z0-9_]+",
+    variant="[A-Za-z0-9_]+",
+    seed="[0-9]+",
+    stage="download|convert|label",
+
+
+def run_of(w):
+    return Run(w.dataset, w.method, w.variant, int(w.seed))
+
+
+def res(rule_name, key):
+    return plan.resources(rule_name)[key]
+
+
+def register_gpu(w):
+    return min(int(plan.method(w.method).get("gpu", 0)), res("register", "gpu"))
+
+
+def train_inputs(w):
+    return {"data": plan.prepared(w.dataset)}
+
+
+def register_inputs(w):
+    inputs = {"data": plan.prepared(w.dataset)}
+    if plan.trainable(w.method):
+        inputs["model"] = plan.model(run_of(w))
+    return inputs

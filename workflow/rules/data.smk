@@ -1,0 +1,89 @@
+# Data: download -> convert -> label (RAD-ChestCT) -> prepare.  Synthetic datasets
+# are produced by `prepare` alone.  Each stage writes one folder, atomically.
+
+
+rule download:
+    output:
+        directory(f"{DATA}/{{dataset}}/raw"),
+    log:
+        f"{RESULTS}/logs/download/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("download", "threads")
+    resources:
+        mem_mb=res("download", "mem_mb"),
+        runtime=res("download", "runtime"),
+        gpu=res("download", "gpu"),
+    params:
+        spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
+    shell:
+        "python -m corereg download --dataset {wildcards.dataset} --spec {params.spec} --out {output} > {log} 2>&1"
+
+
+rule convert:
+    input:
+        lambda w: plan.stage_input(w.dataset, "convert"),
+    output:
+        directory(f"{DATA}/{{dataset}}/convert"),
+    log:
+        f"{RESULTS}/logs/convert/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert/{{dataset}}.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("convert", "threads")
+    resources:
+        mem_mb=res("convert", "mem_mb"),
+        runtime=res("convert", "runtime"),
+        gpu=res("convert", "gpu"),
+    params:
+        spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
+    shell:
+        "python -m corereg convert --dataset {wildcards.dataset} --spec {params.spec} --input {input} --out {output} > {log} 2>&1"
+
+
+rule label:
+    input:
+        lambda w: plan.stage_input(w.dataset, "label"),
+    output:
+        directory(f"{DATA}/{{dataset}}/label"),
+    log:
+        f"{RESULTS}/logs/label/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/label/{{dataset}}.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("label", "threads")
+    resources:
+        mem_mb=res("label", "mem_mb"),
+        runtime=res("label", "runtime"),
+        gpu=res("label", "gpu"),
+    params:
+        spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
+    shell:
+        "python -m corereg label --dataset {wildcards.dataset} --spec {params.spec} --input {input} --out {output} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        lambda w: plan.stage_input(w.dataset, "prepare"),
+    output:
+        directory(f"{DATA}/{{dataset}}/prepared"),
+    log:
+        f"{RESULTS}/logs/prepare/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("prepare", "threads")
+    resources:
+        mem_mb=res("prepare", "mem_mb"),
+        runtime=res("prepare", "runtime"),
+        gpu=res("prepare", "gpu"),
+    params:
+        spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
+        raw=lambda w, input: f"--raw {input[0]}" if input else "",
+    shell:
+        "python -m corereg prepare --dataset {wildcards.dataset} --spec {params.spec} {params.raw} --out {output} > {log} 2>&1"

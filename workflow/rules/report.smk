@@ -1,0 +1,88 @@
+# Paper artifacts: Tables 1-3 (CSV, Markdown, LaTeX) and Figures 3, 4a, 4b (PNG, PDF).
+
+
+rule table:
+    input:
+        metrics=lambda w: plan.artifact_inputs(w.table)["metrics"],
+    output:
+        multiext(f"{RESULTS}/tables/{{table}}", ".csv", ".md", ".tex"),
+    log:
+        f"{RESULTS}/logs/report/{{table}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/{{table}}.tsv"
+    wildcard_constraints:
+        table="table[0-9]+",
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("report", "threads")
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    params:
+        spec=lambda w: plan.quote(plan.artifact_spec(w.table)),
+        prefix=lambda w: f"{RESULTS}/tables/{w.table}",
+    shell:
+        "python -m corereg table --spec {params.spec} --metrics {input.metrics} --out {params.prefix} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        unpack(lambda w: plan.artifact_inputs(w.figure)),
+    output:
+        multiext(f"{RESULTS}/figures/{{figure}}", ".png", ".pdf"),
+    log:
+        f"{RESULTS}/logs/report/{{figure}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/{{figure}}.tsv"
+    wildcard_constraints:
+        figure="fig3|fig4a|fig4b",
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("report", "threads")
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    params:
+        spec=lambda w: plan.quote(plan.artifact_spec(w.figure)),
+        prefix=lambda w: f"{RESULTS}/figures/{w.figure}",
+        metrics=lambda w, input: (
+            "--metrics " + " ".join(input.metrics) if "metrics" in input.keys() else ""
+        ),
+        logs=lambda w: (
+            "--logs " + " ".join(plan.fig4b_logs()) if w.figure == "fig4b" else ""
+        ),
+    shell:
+        "python -m corereg figure {wildcards.figure} --spec {params.spec} {params.metrics} {params.logs}"
+        " --out {params.prefix} > {log} 2>&1"
+
+
+rule table1:
+    input:
+        plan.artifact_outputs("table1"),
+
+
+rule table2:
+    input:
+        plan.artifact_outputs("table2"),
+
+
+rule table3:
+    input:
+        plan.artifact_outputs("table3"),
+
+
+rule fig3:
+    input:
+        plan.artifact_outputs("fig3"),
+
+
+rule fig4a:
+    input:
+        plan.artifact_outputs("fig4a"),
+
+
+rule fig4b:
+    input:
+        plan.artifact_outputs("fig4b"),
