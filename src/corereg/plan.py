@@ -210,6 +210,9 @@ class Plan:
             spec["caption"] = art["caption"]
         if art.get("reference"):
             spec["reference"] = {"variant": "default", **art["reference"]}
+        if artifact == "fig4b":
+            eng = self.cfg.get("engine", {})
+            spec["iterations"] = int(eng.get("stages", 1)) * int(eng.get("iters_per_stage", 1))
         if artifact == "fig3":
             spec["panels"] = [
                 {"display": d["display"], "data": self.prepared(d["key"]), "pair_index": art.get("pair_index", 0),

@@ -23,8 +23,8 @@ def _save(fig, out_prefix) -> None:
     plt.close(fig)
 
 
-def _not_run(ax, text="not run"):
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+def _not_run(ax, text="not run", y=0.5):
+    ax.text(0.5, y, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
 def fig4a(spec: dict, pair_csvs, out_prefix) -> pd.DataFrame:
@@ -49,7 +49,7 @@ def fig4a(spec: dict, pair_csvs, out_prefix) -> pd.DataFrame:
         t = pd.DataFrame([x for x in rows if x["dataset"] == ds["key"]]).sort_values("alpha")
         ok = t.dropna(subset=["dice_mean"])
         if ok.empty:
-            _not_run(ax)
+            _not_run(ax, "reproduced: not run", y=0.85)
         else:
             ax.errorbar(
                 ok.alpha, ok.dice_mean, yerr=ok.dice_std, marker="o", capsize=3, label="reproduced"
@@ -58,6 +58,10 @@ def fig4a(spec: dict, pair_csvs, out_prefix) -> pd.DataFrame:
         if not pap.empty:
             ax.plot(pap.alpha, pap.paper_dice, "s", color="C3", label="paper")
         ax.set_xscale("symlog", linthresh=1)
+        alphas = sorted({float(r["alpha"]) for r in spec["rows"]})
+        ax.set_xticks(alphas)
+        ax.set_xticklabels([f"{a:g}" for a in alphas])
+        ax.set_xlim(-0.3, max(alphas) * 1.3 + 0.5)
         ax.set_xlabel("contrastive weight α")
         ax.set_ylabel("Dice (%)")
         ax.set_title(ds["display"])
@@ -85,6 +89,8 @@ def fig4b(spec: dict, logs: dict[str, list[str]], out_prefix) -> None:
         drawn = True
     if not drawn:
         _not_run(ax, "no training run yet")
+        ax.set_xlim(0, spec.get("iterations", 1))
+        ax.set_ylim(0, 100)
     ax.set_xlabel("training iteration")
     ax.set_ylabel("validation Dice (%)")
     ax.set_title(spec.get("title", "Figure 4b"), fontsize=10)

@@ -1,0 +1,126 @@
+"""config.yaml, the schema, presets and the experiment plan."""
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import ROOT, run_snakemake
+from corereg.errors import CoreregError
+from corereg.plan import Plan, Run, deep_merge
+
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def load(preset=None):
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    if preset:
+        cfg = deep_merge(
+            cfg, yaml.safe_load((ROOT / f"workflow/presets/{preset}.yaml").read_text())
+        )
+    return cfg
+
+
+@pytest.mark.parametrize("preset", [None, "demo", "tiny"])
+def test_config_and_presets_are_valid(preset):
+    jsonschema.validate(load(preset), SCHEMA)
+
+
+def test_paper_configuration_matches_the_paper():
+    cfg = load()
+    abd, chest = cfg["datasets"]["abdomen"], cfg["datasets"]["radchest"]
+    assert abd["shape"] == [192, 160, 256] and abd["spacing"] == [2.0, 2.0, 2.0]
+    assert len(abd["source"]["train"]) == 20 and len(abd["source"]["test"]) == 10
+    assert abd["source"]["test"] == list(range(1, 29, 3))
+    assert chest["shape"] == [256, 256, 224] and chest["spacing"] == [1.5, 1.5, 1.5]
+    assert len(chest["eval_labels"]) == 22
+    assert (chest["source"]["n_train_pairs"], chest["source"]["n_test_pairs"]) == (300, 71)
+    assert sorted(r["alpha"] for r in cfg["artifacts"]["fig4a"]["rows"]) == [0, 1, 2, 5, 10, 20]
+    table1 = {r["method"] for r in cfg["artifacts"]["table1"]["rows"]}
+    assert {
+        "deeds",
+        "niftyreg",
+        "voxelmorph",
+        "lapirn",
+        "unigradicon",
+        "samconvex",
+        "bigalke",
+        "core",
+    } <= table1
+
+
+def test_plan_runs_and_seeds():
+    plan = Plan(load())
+    runs = plan.runs("table1")
+    assert Run("abdomen", "core", "default", 2) in runs
+    assert Run("abdomen", "initial", "default", 0) in runs
+    assert Run("abdomen", "initial", "default", 1) not in runs  # deterministic methods run once
+    assert {r.variant for r in plan.runs("fig4a")} == {f"alpha_{a}" for a in (0, 1, 2, 5, 10, 20)}
+    p = plan.method_params("core", "alpha_5")
+    assert p["cl_weight"] == 5.0 and p["cl_weight_schedule"] == "constant" and p["stages"] == 8
+    assert plan.method_params("core")["cl_weight_schedule"] == "linear_decay"
+    assert plan.stage_input("radchest", "prepare") == ["data/radchest/label"]
+    assert plan.stage_input("radchest", "convert") == ["data/radchest/raw"]
+    assert plan.stage_input("abdomen", "prepare") == ["data/abdomen/raw"]
+
+
+def test_demo_preset_disables_future_methods():
+    plan = Plan(load("demo"))
+    assert {r.method for r in plan.all_runs()} == {"initial", "convexadam"}
+    assert {r.dataset for r in plan.all_runs()} == {"synth_abdomen", "synth_chest"}
+
+
+def test_plan_rejects_unknown_references():
+    cfg = load()
+    bad = copy.deepcopy(cfg)
+    bad["artifacts"]["table2"]["rows"].append({"method": "core", "variant": "nope"})
+    with pytest.raises(CoreregError, match="method 'core' has no variant 'nope'"):
+        Plan(bad)
+    bad = copy.deepcopy(cfg)
+    bad["artifacts"]["table1"]["datasets"] = ["abdomen", "brain"]
+    with pytest.raises(
+        CoreregError, match=r"artifacts\.table1\.datasets names the unknown dataset 'brain'"
+    ):
+        Plan(bad)
+
+
+def test_schema_rejects_a_wrong_key_and_a_wrong_type():
+    cfg = load()
+    cfg["datasets"]["abdomen"]["spacingg"] = [2, 2, 2]
+    with pytest.raises(jsonschema.ValidationError, match="spacingg"):
+        jsonschema.validate(cfg, SCHEMA)
+    cfg = load()
+    cfg["engine"] = "fast"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cfg, SCHEMA)
+
+
+def test_snakemake_stops_at_start_up_naming_the_key(tmp_path):
+    proc = run_snakemake("-n", "--config", "seedz=[1]", check=False)
+    assert proc.returncode != 0 and "seedz" in proc.stdout + proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets:\n  abdomen:\n    shape: [192, 160]\n")
+    proc = run_snakemake("-n", "--configfile", str(bad), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "shape" in out and "too short" in out
+
+
+def test_every_rule_declares_log_benchmark_resources_and_env():
+    text = "".join(p.read_text() for p in sorted(Path(ROOT, "workflow/rules").glob("*.smk")))
+    blocks = [b for b in text.split("\nrule ")[1:] if "shell:" in b]
+    assert len(blocks) == 9
+    for b in blocks:
+        name = b.split(":")[0]
+        for key in (
+            "log:",
+            "benchmark:",
+            "threads:",
+            "mem_mb=",
+            "runtime=",
+            "gpu=",
+            "conda:",
+            "python -m corereg",
+        ):
+            assert key in b, f"rule {name} lacks {key}"

@@ -1,0 +1,127 @@
+"""The Snakemake DAG: the paper's dry run, one-artifact targets, and a real tiny run."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli, run_snakemake
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_paper_dry_run_lists_every_step():
+    proc = run_snakemake(
+        "-n", "--config", "results=/tmp/corereg-dry", "data_root=/tmp/corereg-dry-data"
+    )
+    counts = job_counts(proc.stdout)
+    # 2 datasets; RAD-ChestCT adds convert and label
+    assert counts["download"] == 2 and counts["prepare"] == 2
+    assert counts["convert"] == 1 and counts["label"] == 1
+    # trainable runs x 3 seeds: table1 (voxelmorph, lapirn, bigalke, core) and the ablations
+    assert counts["train"] == 66
+    assert counts["register"] == counts["evaluate"] == 78
+    assert counts["table"] == 3 and counts["figure"] == 3
+    for target in ("tables/table1.md", "tables/table2.tex", "tables/table3.csv",
+                   "figures/fig3.pdf", "figures/fig4a.png", "figures/fig4b.png"):  # fmt: skip
+        assert target in proc.stdout
+
+
+def test_one_table_runs_only_what_it_needs():
+    proc = run_snakemake(
+        "-n", "table2", "--config", "results=/tmp/corereg-dry", "data_root=/tmp/corereg-dry-data"
+    )
+    counts = job_counts(proc.stdout)
+    assert counts["table"] == 1 and "figure" not in counts
+    # bigalke (L_reg only) and core default + cl_only, 2 datasets x 3 seeds
+    assert counts["train"] == 18 and counts["register"] == 18
+    assert "table1" not in proc.stdout.replace("rule table1", "")
+    by_path = run_snakemake("-n", "/tmp/corereg-dry/tables/table2.md", "--config", "results=/tmp/corereg-dry",
+                            "data_root=/tmp/corereg-dry-data")  # fmt: skip
+    assert job_counts(by_path.stdout)["train"] == 18
+
+
+def test_declared_future_steps_fail_clearly(tmp_path):
+    proc = run_cli(
+        "train",
+        "--data",
+        tmp_path,
+        "--method",
+        "core",
+        "--spec",
+        '{"kind": "engine"}',
+        "--out",
+        tmp_path / "m",
+    )
+    assert proc.returncode == 1
+    assert (
+        "not implemented yet: training of method kind 'engine'" in proc.stderr
+        and "see README" in proc.stderr
+    )
+    proc = run_cli(
+        "download",
+        "--dataset",
+        "abdomen",
+        "--spec",
+        '{"source": {"kind": "abdomenctct"}}',
+        "--out",
+        tmp_path / "r",
+    )
+    assert proc.returncode == 1 and "not implemented yet" in proc.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end(tiny_run):
+    res = tiny_run / "results"
+    for name in ("table1", "table2", "table3"):
+        for ext in ("csv", "md", "tex"):
+            assert (res / "tables" / f"{name}.{ext}").stat().st_size > 0
+    for name in ("fig3", "fig4a", "fig4b"):
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    t1 = pd.read_csv(res / "tables" / "table1.csv")
+    ok = t1[t1.status == "ok"]
+    assert set(ok.method) == {"initial", "convexadam"}
+    assert set(t1[t1.status == "not run"].method) == {"deeds", "niftyreg", "voxelmorph", "lapirn", "unigradicon",
+                                                      "samconvex", "bigalke", "core"}  # fmt: skip
+    for ds in ("synth_abdomen", "synth_chest"):
+        d = ok[ok.dataset == ds].set_index("method")
+        assert d.loc["convexadam", "dice_mean"] > d.loc["initial", "dice_mean"] + 5
+        assert d.loc["initial", "sdlogj"] < 1e-12 and d.loc["initial", "n_pairs"] == 3
+    md = (res / "tables" / "table1.md").read_text()
+    assert "| CoRe | not run |" in md and "| Initial | " in md
+    pairs = pd.read_csv(
+        res / "metrics/synth_abdomen/convexadam/default/seed0/pairs.csv", dtype={"fixed": str}
+    )
+    assert len(pairs) == 3
+    for col in ("dataset", "method", "variant", "seed", "fixed", "moving", "dice", "hd95", "sdlogj_l2r",
+                "sdlogj_std", "sdlogj_code", "seconds", "device"):  # fmt: skip
+        assert col in pairs.columns
+    structures = pd.read_csv(res / "metrics/synth_chest/initial/default/seed0/structures.csv")
+    assert len(structures) == 3 * 22 and structures.dice.isna().sum() == (~structures.present).sum()
+    fields = sorted((res / "fields/synth_abdomen/convexadam/default/seed0").glob("disp_*.nii.gz"))
+    assert [f.name for f in fields] == [
+        "disp_0003_0004.nii.gz",
+        "disp_0003_0005.nii.gz",
+        "disp_0004_0005.nii.gz",
+    ]
+    for rule in ("prepare", "register", "evaluate", "report"):
+        assert any((res / "logs" / rule).rglob("*.log")), rule
+        assert any((res / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
+@pytest.mark.slow
+def test_tiny_rerun_is_a_no_op(tiny_run):
+    proc = run_snakemake("-n", "--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml",
+                         "--config", f"results={tiny_run}/results", f"data_root={tiny_run}/data")  # fmt: skip
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_readme_shows_the_two_commands_first():
+    text = (ROOT / "README.md").read_text()
+    first = text.index("make demo")
+    assert first < text.index("make test") < text.index("snakemake --cores")
