@@ -1,0 +1,1 @@
+"""Datasets: manifests, synthetic phantoms, and (later) real-data acquisition."""

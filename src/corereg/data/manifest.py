@@ -1,0 +1,108 @@
+"""The dataset manifest: the contract between data preparation and every later step.
+
+A prepared dataset is a folder::
+
+    <prepared>/manifest.json
+    <prepared>/imagesTr/<Name>_<id>_0000.nii.gz   (HU, float or int16)
+    <prepared>/labelsTr/<Name>_<id>_0000.nii.gz   (uint8 label ids)
+
+``manifest.json`` (format ``corereg-manifest/1``) lists the cases, the labels
+and the registration pairs with their split, in the spirit of the Learn2Reg
+``*_dataset.json``.  Pairs register ``moving`` onto ``fixed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from corereg.errors import InputError
+from corereg.io import load_image, load_labels, read_json
+
+FORMAT = "corereg-manifest/1"
+REQUIRED = ("format", "dataset", "shape", "spacing", "labels", "cases", "pairs")
+
+
+def pair_id(fixed: str, moving: str) -> str:
+    return f"{fixed}_{moving}"
+
+
+def field_name(fixed: str, moving: str) -> str:
+    """Learn2Reg file name of the field that maps ``moving`` onto ``fixed``."""
+    return f"disp_{fixed}_{moving}.nii.gz"
+
+
+@dataclass
+class Manifest:
+    path: Path
+    meta: dict
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def dataset(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.meta["shape"])
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.meta["spacing"])
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.meta["labels"].items()}
+
+    def cases(self, split: str | None = None) -> list[dict]:
+        return [c for c in self.meta["cases"] if split is None or c["split"] == split]
+
+    def pairs(self, split: str | None = None) -> list[dict]:
+        return [p for p in self.meta["pairs"] if split is None or p["split"] == split]
+
+    def case(self, case_id: str) -> dict:
+        for c in self.meta["cases"]:
+            if c["id"] == case_id:
+                return c
+        raise InputError(self.path, f"case '{case_id}' is not listed")
+
+    def image_path(self, case_id: str) -> Path:
+        return self.root / self.case(case_id)["image"]
+
+    def label_path(self, case_id: str) -> Path:
+        rel = self.case(case_id).get("label")
+        if not rel:
+            raise InputError(self.path, f"case '{case_id}' has no label map")
+        return self.root / rel
+
+    def load_image(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        return load_image(self.image_path(case_id), self.shape, self.spacing)
+
+    def load_labels(self, case_id: str) -> np.ndarray:
+        data, _ = load_labels(self.label_path(case_id), self.shape, self.spacing, self.labels)
+        return data
+
+
+def load_manifest(path) -> Manifest:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    meta = read_json(path)
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise InputError(path, f"manifest lacks the keys {missing}")
+    if meta["format"] != FORMAT:
+        raise InputError(path, f"unknown manifest format '{meta['format']}' (expected {FORMAT})")
+    ids = {c["id"] for c in meta["cases"]}
+    for p in meta["pairs"]:
+        for role in ("fixed", "moving"):
+            if p[role] not in ids:
+                raise InputError(path, f"pair {p} refers to the unknown case '{p[role]}'")
+        if p.get("split") not in ("train", "val", "test"):
+            raise InputError(path, f"pair {p} has no split train/val/test")
+    return Manifest(path, meta)
