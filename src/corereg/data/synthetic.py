@@ -79,11 +79,16 @@ def smooth_field(rng, shape, control=(4, 4, 5), amplitude=10.0) -> np.ndarray:
     coarse = rng.normal(size=(3, *control)).astype(np.float32)
     coords = np.stack(
         np.meshgrid(
-            *[np.linspace(0, c - 1, n, dtype=np.float32) for c, n in zip(control, shape, strict=True)],
+            *[
+                np.linspace(0, c - 1, n, dtype=np.float32)
+                for c, n in zip(control, shape, strict=True)
+            ],
             indexing="ij",
         )
     )
-    out = np.stack([ndimage.map_coordinates(coarse[k], coords, order=3, mode="nearest") for k in range(3)])
+    out = np.stack(
+        [ndimage.map_coordinates(coarse[k], coords, order=3, mode="nearest") for k in range(3)]
+    )
     return out * amplitude
 
 
@@ -174,12 +179,16 @@ def abdomen_atlas() -> dict[int, object]:
         3: e((-65, -60, 25), (28, 30, 50)),  # left kidney
         7: e((-45, 35, 85), (45, 35, 50)),  # stomach
         4: e((45, 50, 30), (18, 20, 30)),  # gallbladder
-        11: Tube(np.array([[25, 5, 35], [-15, 0, 40], [-60, -20, 50]], np.float32), 14.0),  # pancreas
+        11: Tube(
+            np.array([[25, 5, 35], [-15, 0, 40], [-60, -20, 50]], np.float32), 14.0
+        ),  # pancreas
         12: e((40, -45, 75), (10, 8, 16)),  # right adrenal
         13: e((-40, -45, 80), (10, 8, 16)),  # left adrenal
         8: Tube(np.array([[-15, -45, -200], [-12, -40, 60], [-10, -35, 220]], np.float32), 12.0),
         9: Tube(np.array([[18, -40, -200], [22, -35, 60], [25, -25, 150]], np.float32), 11.0),
-        10: Tube(np.array([[40, 10, 60], [0, -5, 52], [-45, -20, 60], [-75, -30, 72]], np.float32), 6.5),
+        10: Tube(
+            np.array([[40, 10, 60], [0, -5, 52], [-45, -20, 60], [-75, -30, 72]], np.float32), 6.5
+        ),
         5: Tube(np.array([[-5, -50, 240], [-15, -40, 150], [-30, 10, 120]], np.float32), 9.0),
     }
 
@@ -317,10 +326,10 @@ def render_chest(shape, spacing, anatomy_rng_seed: int, breath: float, position_
     hu[h] = CHEST_HU["myocardium"]
     c = np.asarray(heart.center)
     chambers = {
-        20: Ellipsoid(tuple(c + [-18, 5, -12]), (24, 22, 30), heart.rot),  # LV
-        22: Ellipsoid(tuple(c + [18, 20, -10]), (22, 16, 28), heart.rot),  # RV
-        19: Ellipsoid(tuple(c + [-10, -28, 25]), (22, 14, 16), heart.rot),  # LA
-        21: Ellipsoid(tuple(c + [28, -12, 20]), (18, 16, 20), heart.rot),  # RA
+        20: Ellipsoid(tuple(c + np.array([-18, 5, -12])), (24, 22, 30), heart.rot),  # LV
+        22: Ellipsoid(tuple(c + np.array([18, 20, -10])), (22, 16, 28), heart.rot),  # RV
+        19: Ellipsoid(tuple(c + np.array([-10, -28, 25])), (22, 14, 16), heart.rot),  # LA
+        21: Ellipsoid(tuple(c + np.array([28, -12, 20])), (18, 16, 20), heart.rot),  # RA
     }
     for lid, ch in chambers.items():
         m = ch.inside(x) & h
