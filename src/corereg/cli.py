@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--spec", required=True)
     s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True, help="model folder")
     s.set_defaults(func=cmd_train)
 

@@ -129,20 +129,29 @@ def sdlogj_standard(disp: np.ndarray) -> float:
     return float(np.log(np.clip(jacobian_determinant(disp), EPS_J, 1e9)).std())
 
 
-def sdlogj_code(disp: np.ndarray) -> float:
-    """The CoRe/Bigalke code's SDlogJ (ALGORITHM.md §8.2), from a Learn2Reg voxel field.
+def sdlogj_code_normalized(field: np.ndarray) -> float:
+    """The CoRe/Bigalke code's SDlogJ (ALGORITHM.md §8.2) of a normalised (3, H, W, D) field.
 
-    The code holds the field normalised for ``grid_sample`` (align_corners=False):
-    channel x = disp_a2 * 2/D, y = disp_a1 * 2/W, z = disp_a0 * 2/H.  It scales
-    channel c by [(H-1)/2, (W-1)/2, (D-1)/2][c] (wrong axis pairing), forms
-    M[a][c] = d_a(channel c) + delta_ac with a in array order, crops 2 voxels and
-    returns std(log(clamp(det M + 3, 1e-9, 1e9))).
+    Channels are (x, y, z) as ``grid_sample`` wants them.  The code scales channel c
+    by [(H-1)/2, (W-1)/2, (D-1)/2][c] (wrong axis pairing), forms
+    M[a][c] = d_a(channel c) + delta_ac with a in array order (axes mismatched),
+    crops 2 voxels and returns std(log(clamp(det M + 3, 1e-9, 1e9))).
     """
-    h, w, d = disp.shape[:3]
-    norm = np.stack([disp[..., 2] * 2.0 / d, disp[..., 1] * 2.0 / w, disp[..., 0] * 2.0 / h], -1)
-    scaled = norm * np.array([(h - 1) / 2.0, (w - 1) / 2.0, (d - 1) / 2.0])
+    h, w, d = field.shape[1:]
+    scaled = np.moveaxis(field, 0, -1) * np.array([(h - 1) / 2.0, (w - 1) / 2.0, (d - 1) / 2.0])
     det = det3(jacobian_matrix(scaled))[2:-2, 2:-2, 2:-2]
     return float(np.log(np.clip(det + 3.0, EPS_J, 1e9)).std())
+
+
+def sdlogj_code(disp: np.ndarray) -> float:
+    """:func:`sdlogj_code_normalized` of a Learn2Reg voxel field (H, W, D, 3).
+
+    The normalised field is x = disp_a2 · 2/D, y = disp_a1 · 2/W, z = disp_a0 · 2/H
+    (align_corners=False, the convention of the engine's fields).
+    """
+    h, w, d = disp.shape[:3]
+    norm = np.stack([disp[..., 2] * 2.0 / d, disp[..., 1] * 2.0 / w, disp[..., 0] * 2.0 / h])
+    return sdlogj_code_normalized(norm)
 
 
 # ----------------------------------------------------------------------------- one pair

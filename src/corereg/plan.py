@@ -95,6 +95,16 @@ class Plan:
             params = deep_merge(params, m["variants"][variant])
         return params
 
+    def register_params(self, run: Run) -> dict:
+        """Method parameters of a run; the engine also gets its dataset's test-time settings."""
+        params = self.method_params(run.method, run.variant)
+        if self.method(run.method)["kind"] == "engine":
+            ds = self.cfg["datasets"][run.dataset]
+            params.update(
+                {"clamp_eval": ds.get("clamp_eval"), "sdlogj_band": ds.get("sdlogj_band")}
+            )
+        return params
+
     # ------------------------------------------------------------------ artifacts
     def rows(self, artifact: str) -> list[dict]:
         out = []

@@ -19,7 +19,7 @@ rule register:
         gpu=register_gpu,
     params:
         kind=lambda w: plan.method(w.method)["kind"],
-        params=lambda w: plan.quote(plan.method_params(w.method, w.variant)),
+        params=lambda w: plan.quote(plan.register_params(run_of(w))),
         checkpoint=lambda w, input: (
             f"--checkpoint {input.model}" if "model" in input.keys() else ""
         ),

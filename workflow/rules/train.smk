@@ -25,5 +25,6 @@ rule train:
         device=config["device"],
     shell:
         "python -m corereg train --data {input.data} --method {wildcards.method} --variant {wildcards.variant}"
-        " --seed {wildcards.seed} --spec {params.spec} --device {params.device} --out {params.outdir}"
+        " --seed {wildcards.seed} --spec {params.spec} --device {params.device} --threads {threads}"
+        " --out {params.outdir}"
         " > {log} 2>&1"

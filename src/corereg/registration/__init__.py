@@ -36,7 +36,6 @@ def make_method(
 
 # Kinds declared in config.yaml whose adapters come with later issues.
 PLANNED = {
-    "engine": "the CoRe / Bigalke registration engine",
     "deeds": "Table 1 baseline adapter",
     "niftyreg": "Table 1 baseline adapter",
     "voxelmorph": "Table 1 baseline adapter",
@@ -67,26 +66,25 @@ def check_pair(fixed_path, fixed, moving_path, moving) -> None:
 def register_manifest(
     manifest, method: Method, out_dir: Path, split: str = "test", warmup=True
 ) -> pd.DataFrame:
-    """Register every pair of ``split``; write fields and ``timing.csv`` into ``out_dir``."""
+    """Register every pair of ``split``; write fields into ``out_dir``; return the timing table."""
     from corereg.data.manifest import field_name
     from corereg.io import save_field
 
     pairs = manifest.pairs(split)
     if not pairs:
         raise InputError(manifest.path, f"no '{split}' pairs to register")
-    rows = []
-    for k, p in enumerate(pairs):
+
+    def load(p):
         fixed, affine = manifest.load_image(p["fixed"])
         moving, _ = manifest.load_image(p["moving"])
-        if k == 0 and warmup and method.device.type == "cuda":
-            timed_register(method, fixed, moving)  # CUDA context and kernels, not timed
-        seed_everything(method.seed)
-        disp, secs = timed_register(method, fixed, moving)
+        return fixed, moving, affine
+
+    def save(p, disp, affine):
         save_field(out_dir / field_name(p["fixed"], p["moving"]), disp, affine)
-        rows.append({"fixed": p["fixed"], "moving": p["moving"], "seconds": secs,
-                     "device": describe(method.device)})  # fmt: skip
-        print(f"[register] {p['fixed']} <- {p['moving']}: {secs:.2f} s", flush=True)
-    return pd.DataFrame(rows)
+
+    seed_everything(method.seed)
+    rows = method.register_set(pairs, load, save, warmup=warmup)
+    return pd.DataFrame(rows).assign(device=describe(method.device))
 
 
 __all__ = [

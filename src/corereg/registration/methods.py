@@ -25,6 +25,23 @@ class Method:
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
+        """Register ``pairs`` (dicts with fixed, moving); ``load(pair)`` gives the two HU
+        arrays and the affine, ``save(pair, disp, affine)`` writes a field.  Returns one
+        row per pair with its seconds.  Methods that need the whole set override this."""
+        from corereg.registration import timed_register
+
+        rows = []
+        for k, pair in enumerate(pairs):
+            fixed, moving, affine = load(pair)
+            if k == 0 and warmup and self.device.type == "cuda":
+                timed_register(self, fixed, moving)  # CUDA context and kernels, not timed
+            disp, secs = timed_register(self, fixed, moving)
+            save(pair, disp, affine)
+            rows.append({"fixed": pair["fixed"], "moving": pair["moving"], "seconds": secs})
+            print(f"[register] {pair['fixed']} <- {pair['moving']}: {secs:.2f} s", flush=True)
+        return rows
+
 
 class Initial(Method):
     """No registration: the zero field (the 'Initial' row of every table)."""
@@ -62,4 +79,6 @@ class ConvexAdam(Method):
         return np.asarray(disp, dtype=np.float32)
 
 
-METHODS: dict[str, type[Method]] = {"initial": Initial, "convexadam": ConvexAdam}
+from corereg.registration.engine_method import Engine  # noqa: E402
+
+METHODS: dict[str, type[Method]] = {"initial": Initial, "convexadam": ConvexAdam, "engine": Engine}

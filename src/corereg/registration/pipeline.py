@@ -1,0 +1,89 @@
+"""The engine's registration of a pair (ALGORITHM.md §4.1, §8.3): H with ICE,
+double warping with composition, Adam instance optimisation.
+
+Used for pseudo-labels during training, for validation, and at test time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from corereg.registration import adam as adam_mod
+from corereg.registration import convex
+from corereg.registration.fields import compose, warp
+
+
+def prepare_input(hu: torch.Tensor, p: dict, clamp) -> torch.Tensor:
+    """HU -> network input: HU · hu_scale (1/500), optionally clamped to ``clamp``."""
+    x = hu * p.get("hu_scale", 0.002)
+    return x.clamp(clamp[0], clamp[1]) if clamp else x
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(
+        device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda"
+    )
+
+
+@dataclass
+class PairResult:
+    net: torch.Tensor  # normalised field after H (+ double warp), (1, 3, H, W, D)
+    adam: torch.Tensor | None = None
+
+
+def network_field(net, fix_in, mov_in, p: dict, ice: bool, clamp, out_shape=None) -> torch.Tensor:
+    """H(P∘G(fixed), P∘G(moving)) followed by ``num_warps - 1`` extra warps, composed."""
+    out_shape = out_shape or fix_in.shape[2:]
+    dev = fix_in.device
+    with torch.no_grad(), autocast(dev, p.get("amp", True)):
+        feat_fix = net(
+            fix_in
+        )  # computed once: the network is in eval mode, so it is the same each warp
+        field = convex.optimise(feat_fix, net(mov_in), out_shape, ice, p)
+        for _ in range(int(p.get("num_warps", 2)) - 1):
+            moved = warp(mov_in.float(), field, mode="nearest")
+            if clamp:
+                moved = moved.clamp(clamp[0], clamp[1])
+            second = convex.optimise(feat_fix, net(moved.to(mov_in.dtype)), out_shape, ice, p)
+            field = compose(field, second, p.get("compose_order", "code"))
+    return field.float()
+
+
+def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator) -> torch.Tensor:
+    with torch.no_grad(), autocast(fix_in.device, p.get("amp", True)):
+        g2f, g2m = net.g2(fix_in), net.g2(mov_in)
+    ff, fm = adam_mod.adam_features(g2f, g2m, generator, p.get("feat_scale", 5.0))
+    return adam_mod.adam_refine(ff, fm, field, reg_fac, p)
+
+
+def register_pair(net, fixed_hu, moving_hu, p: dict, *, ice=True, clamp=None, use_adam=True, reg_fac=1.0,
+                  generator=None) -> PairResult:  # fmt: skip
+    """The full refinement of one pair; inputs are (1, 1, H, W, D) HU tensors on the device."""
+    if int(p.get("num_warps", 2)) not in (1, 2):
+        raise ValueError(
+            "num_warps must be 1 or 2 (the code's composition is defined for two warps)"
+        )
+    net.eval()
+    fix_in, mov_in = prepare_input(fixed_hu, p, clamp), prepare_input(moving_hu, p, clamp)
+    field = network_field(net, fix_in, mov_in, p, ice, clamp)
+    if not use_adam:
+        return PairResult(field)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    return PairResult(field, adam_field(net, fix_in, mov_in, field, reg_fac, p, gen))
+
+
+def half(field: torch.Tensor) -> torch.Tensor:
+    """Pseudo-label storage: trilinear ↓½ of a full-resolution normalised field."""
+    return F.interpolate(field, scale_factor=0.5, mode="trilinear", align_corners=False)
+
+
+def check_shape(shape, where) -> None:
+    from corereg.errors import CoreregError
+
+    if any(n % 8 for n in shape):
+        raise CoreregError(
+            f"{where}: the engine needs image sizes divisible by 8, got {tuple(shape)}"
+        )

@@ -1,0 +1,1 @@
+"""Cyclical self-training of the registration engine (Bigalke et al.; CoRe)."""

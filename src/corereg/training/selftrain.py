@@ -1,0 +1,329 @@
+"""Cyclical self-training with refined pseudo-labels (ALGORITHM.md §4, §5, §7).
+
+Stage 0: a random network produces pseudo-labels (H with ICE, double warp, Adam)
+and difficulty weights; the network is then re-initialised.  Each of M stages
+trains N iterations on affinely augmented pairs against the stored half-resolution
+labels, then refines the labels with the current network.  A full checkpoint
+(model, optimiser, scheduler, scaler, random generators, labels, weights, log) is
+written after every stage; a restarted job resumes from the newest one and, on the
+CPU with a fixed seed, ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from corereg.data.manifest import Manifest
+from corereg.device import seed_everything
+from corereg.errors import CoreregError, InputError, NotImplementedYet
+from corereg.io import atomic_path, write_csv
+from corereg.registration import network
+from corereg.registration.fields import warp
+from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
+from corereg.training.augment import augment_pair
+
+CKPT = "checkpoint.pt"
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class TrainData:
+    images: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    train_pairs: list[tuple[str, str]]
+    val_pairs: list[tuple[str, str]]
+    eval_labels: list[int]
+    shape: tuple[int, int, int] = field(default=(0, 0, 0))
+
+
+def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData:
+    train = [(p["fixed"], p["moving"]) for p in manifest.pairs("train")]
+    if not train:
+        raise InputError(manifest.path, "the training set is empty (no 'train' pairs)")
+    val = [(p["fixed"], p["moving"]) for p in manifest.pairs("val")] or train[: max(1, n_val)]
+    ids = sorted({i for pr in train + val for i in pr})
+    images = {i: torch.from_numpy(manifest.load_image(i)[0])[None, None] for i in ids}
+    val_ids = sorted({i for pr in val for i in pr})
+    labels = {
+        i: torch.from_numpy(manifest.load_labels(i).astype(np.int64))[None, None] for i in val_ids
+    }
+    check_shape(manifest.shape, manifest.path)
+    return TrainData(
+        images, labels, train, val, list(eval_labels or sorted(manifest.labels)), manifest.shape
+    )
+
+
+# ----------------------------------------------------------------------------- pieces
+def difficulty(noadam: torch.Tensor, adam: torch.Tensor, full_shape, crop: int = 8) -> torch.Tensor:
+    """Mean size of the Adam correction per pair: 1.5 · ‖Δu ⊙ (D/2, W/2, H/2)‖ on the cropped half grid."""
+    h, w, d = full_shape
+    scale = torch.tensor([d / 2.0, w / 2.0, h / 2.0]).view(1, 3, 1, 1, 1)
+    sl = (slice(None), slice(None), *([slice(crop, -crop)] * 3))
+    diff = (noadam[sl] - adam[sl]) * scale
+    return (diff.pow(2).sum(1).sqrt() * 1.5).flatten(1).mean(1)
+
+
+def rank_weights(err: torch.Tensor) -> torch.Tensor:
+    """Pair of rank r (ascending error) gets sigmoid(linspace(5, -5, N))[r]: small corrections are favoured."""
+    n = err.numel()
+    q = torch.zeros(n)
+    q[torch.argsort(err)] = torch.sigmoid(torch.linspace(5, -5, n))
+    return q
+
+
+def registration_loss(pred, target, full_shape, kind: str = "epe", crop: int = 8) -> torch.Tensor:
+    """``epe``: mean 1.5·‖(pred − target) ⊙ (D/2, W/2, H/2)‖ (the code); ``mse``: its squared mean (paper Eq. 2)."""
+    h, w, d = full_shape
+    scale = torch.tensor([d / 2.0, w / 2.0, h / 2.0], device=pred.device).view(1, 3, 1, 1, 1)
+    sl = (slice(None), slice(None), *([slice(crop, -crop)] * 3))
+    sq = ((pred[sl].float() - target[sl]) * scale).pow(2).sum(1)
+    if kind == "epe":
+        return (sq.sqrt() * 1.5).mean()
+    if kind == "mse":
+        return (sq * 1.5**2).mean()
+    raise ValueError(f"reg_loss must be 'epe' or 'mse', not '{kind}'")
+
+
+def dice_mean(fixed_lab, warped_lab, labels) -> float:
+    vals = []
+    for lab in labels:
+        a, b = fixed_lab == lab, warped_lab == lab
+        if a.any():
+            vals.append(float(2 * (a & b).sum() / (a.sum() + b.sum())))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, data: TrainData, params: dict, seed: int, device: torch.device, out_dir: Path,
+                 clamp_eval=None, log=print):  # fmt: skip
+        if params.get("contrastive") or params.get("contrastive_mode", "joint") != "joint":
+            raise NotImplementedYet("the contrastive loss of CoRe (issue: CoRe contrastive loss)")
+        if params.get("ema"):
+            raise NotImplementedYet("the EMA teacher option (engine.ema)")
+        self.d, self.p, self.seed, self.device = data, params, seed, device
+        self.out, self.clamp, self.log = Path(out_dir), clamp_eval, log
+        self.stages, self.ips = int(params["stages"]), int(params["iters_per_stage"])
+        self.total = self.stages * self.ips
+        self.rows: list[dict] = []
+
+    # -- state ------------------------------------------------------------------
+    def _fresh_optim(self):
+        p = self.p
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=p["lr_max"])
+        if p.get("lr_schedule", "cosine_warm_restarts") == "cosine_warm_restarts":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=self.ips, T_mult=1,
+                                                                               eta_min=p["lr_min"])  # fmt: skip
+        else:
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.opt, T_max=self.total, eta_min=p["lr_min"]
+            )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._amp)
+
+    @property
+    def _amp(self) -> bool:
+        return bool(self.p.get("amp", True)) and self.device.type == "cuda"
+
+    def _init_fresh(self):
+        seed_everything(self.seed)
+        self.gens = {
+            k: torch.Generator().manual_seed(self.seed * 1000 + i)
+            for i, k in enumerate(("sample", "aug", "proj"))
+        }
+        first = network.build(self.p).to(self.device)  # random network for the stage-0 labels
+        self._update_labels(first, stage=0)
+        self.net = network.build(self.p).to(self.device)  # fresh random weights (§1.4)
+        self._fresh_optim()
+        self.start, self.stage = 0, 0
+
+    def _state(self, iteration: int) -> dict:
+        return {"iteration": iteration, "stage": self.stage, "model": self.net.state_dict(), "arch": self.net.arch,
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "gens": {k: g.get_state() for k, g in self.gens.items()},
+                "labels": self.labels, "weights": self.weights, "rows": self.rows, "params": self.p,
+                "seed": self.seed}  # fmt: skip
+
+    def _save(self, iteration: int) -> None:
+        with atomic_path(self.out / CKPT, suffix=".pt") as tmp:
+            torch.save(self._state(iteration), tmp)
+        with atomic_path(self.out / f"stage{self.stage}.pt", suffix=".pt") as tmp:
+            torch.save(
+                {"model": self.net.state_dict(), "arch": self.net.arch, "stage": self.stage}, tmp
+            )
+
+    def _resume(self) -> bool:
+        path = self.out / CKPT
+        if not path.is_file():
+            return False
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if st.get("params") != self.p or st.get("seed") != self.seed:
+            raise CoreregError(
+                f"{path}: checkpoint was written with other parameters or seed; delete it to restart"
+            )
+        self.net = network.FeatureNet(
+            **{k: st["arch"][k] for k in ("channels", "strides", "proj")}
+        ).to(self.device)
+        self.net.load_state_dict(st["model"])
+        self._fresh_optim()
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.gens = {}
+        for k, s in st["gens"].items():
+            self.gens[k] = torch.Generator()
+            self.gens[k].set_state(s)
+        self.labels, self.weights, self.rows = st["labels"], st["weights"], st["rows"]
+        self.start, self.stage = st["iteration"], st["stage"]
+        self.log(f"[train] resumed from {path} at iteration {self.start} (stage {self.stage})")
+        return True
+
+    # -- pseudo-labels and validation -------------------------------------------
+    def _pair(self, f, m):
+        return self.d.images[f].to(self.device), self.d.images[m].to(self.device)
+
+    def _update_labels(self, net, stage: int) -> None:
+        t0 = time.perf_counter()
+        noadam, adam = [], []
+        for f, m in self.d.train_pairs:
+            fx, mv = self._pair(f, m)
+            res = register_pair(net, fx, mv, self.p, ice=self.p.get("ice", True), clamp=self.clamp,
+                                use_adam=self.p.get("use_adam_for_labels", True),
+                                reg_fac=self.p.get("reg_fac_train", 1.0), generator=self.gens["proj"])  # fmt: skip
+            noadam.append(half(res.net).cpu())
+            adam.append(half(res.adam if res.adam is not None else res.net).cpu())
+        noadam, adam = torch.cat(noadam), torch.cat(adam)
+        self.labels = adam
+        use_q = self.p.get("difficulty_sampling", True) and self.p.get("use_adam_for_labels", True)
+        crop = int(self.p.get("label_crop_border", 8))
+        self.weights = (
+            rank_weights(difficulty(noadam, adam, self.d.shape, crop))
+            if use_q
+            else torch.ones(len(adam))
+        )
+        self.log(
+            f"[train] stage {stage}: {len(adam)} pseudo-labels in {time.perf_counter() - t0:.1f} s"
+        )
+
+    def validate(self, net) -> dict:
+        dn, da = [], []
+        for f, m in self.d.val_pairs:
+            fx, mv = self._pair(f, m)
+            res = register_pair(net, fx, mv, self.p, ice=True, clamp=self.clamp, use_adam=True,
+                                reg_fac=self.p.get("reg_fac_val", 1.0), generator=self.gens["proj"])  # fmt: skip
+            fl, ml = self.d.labels[f].to(self.device), self.d.labels[m].to(self.device).float()
+            dn.append(dice_mean(fl, warp(ml, res.net, "nearest").long(), self.d.eval_labels))
+            da.append(dice_mean(fl, warp(ml, res.adam, "nearest").long(), self.d.eval_labels))
+        return {"val_dice_net": float(np.nanmean(dn)), "val_dice": float(np.nanmean(da))}
+
+    # -- one iteration ------------------------------------------------------------
+    def _batch(self):
+        p = self.p
+        idx = torch.multinomial(
+            self.weights,
+            int(p.get("batch_size", 2)),
+            replacement=True,
+            generator=self.gens["sample"],
+        )
+        fs, ms, ts = [], [], []
+        for k in idx.tolist():
+            f, m = self.d.train_pairs[k]
+            fx, mv = self._pair(f, m)
+            fx, mv = (
+                prepare_input(fx, p, p.get("clamp_train")),
+                prepare_input(mv, p, p.get("clamp_train")),
+            )
+            with torch.no_grad():
+                fa, ma, lab = augment_pair(fx, mv, self.labels[k : k + 1].to(self.device), p.get("aug_strength_reg", 0.05),
+                                           self.gens["aug"], p.get("aug_label_composition", "code"),
+                                           p.get("pad_value_aug", "minimum"))  # fmt: skip
+            fs.append(fa)
+            ms.append(ma)
+            ts.append(lab)
+        return torch.cat(fs), torch.cat(ms), torch.cat(ts)
+
+    def step(self, i: int) -> float:
+        from corereg.registration import convex
+
+        p = self.p
+        bn_quirk = p.get("bn_quirk", True) and i > 0 and i % self.ips == 0
+        self.net.train(not bn_quirk)
+        fx, mv, target = self._batch()
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(self.device, p.get("amp", True)):
+            ff, fm = self.net(fx), self.net(mv)
+        half_shape = tuple(n // 2 for n in self.d.shape)
+        pred = convex.optimise(ff, fm, half_shape, False, p)
+        loss = registration_loss(
+            pred, target, self.d.shape, p.get("reg_loss", "epe"), p.get("label_crop_border", 8)
+        )
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return float(loss.detach())
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self._resume():
+            self._init_fresh()
+        reset = self.p.get("optimizer_reset_every")
+        val_every = int(self.p.get("val_every", 100))
+        t0 = time.perf_counter()
+        for i in range(self.start, self.total):
+            if reset and i > 0 and i % int(reset) == 0:
+                self._fresh_optim()
+            lr = self.opt.param_groups[0]["lr"]
+            loss = self.step(i)
+            if i == 0 or i % val_every == val_every - 1 or i == self.total - 1:
+                row = {
+                    "iteration": i + 1,
+                    "stage": self.stage,
+                    "lr": lr,
+                    "loss": loss,
+                    **self.validate(self.net),
+                }
+                self.rows.append(row)
+                self.log(f"[train] it {i + 1}/{self.total} loss {loss:.3f} val Dice {row['val_dice']:.3f} "
+                         f"(net {row['val_dice_net']:.3f}) {time.perf_counter() - t0:.0f} s")  # fmt: skip
+            if i % self.ips == self.ips - 1:
+                self.stage += 1
+                if i < self.total - 1:  # refinement after the last stage would be unused
+                    self._update_labels(self.net, self.stage)
+                self._save(i + 1)
+                if os.environ.get("CORE_TEST_STOP_AFTER_STAGE") == str(self.stage):
+                    raise SystemExit(f"[train] stopped after stage {self.stage} (test hook)")
+        return self._finish()
+
+    def _finish(self) -> Path:
+        final = self.out / "final.pt"
+        with atomic_path(final, suffix=".pt") as tmp:
+            torch.save({"model": self.net.state_dict(), "arch": self.net.arch, "params": self.p, "seed": self.seed,
+                        "stages": self.stages, "iterations": self.total}, tmp)  # fmt: skip
+        write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
+        return final
+
+
+def cosine_lr(i: int, ips: int, lr_max: float, lr_min: float) -> float:
+    """Reference learning rate of iteration i under warm restarts every ``ips`` iterations."""
+    return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * (i % ips) / ips)) / 2
+
+
+def train(manifest: Manifest, spec: dict, device: torch.device, out_dir, log=print) -> Path:
+    ds = spec["dataset"]
+    p = dict(spec["params"])
+    data = load_data(manifest, ds.get("eval_labels"), int(p.get("val_pairs", 4)))
+    return Trainer(
+        data, p, int(spec["seed"]), device, Path(out_dir), ds.get("clamp_eval"), log
+    ).run()
+
+
+__all__ = ["Trainer", "cosine_lr", "difficulty", "rank_weights", "registration_loss", "train"]
