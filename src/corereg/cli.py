@@ -57,12 +57,20 @@ def cmd_stage(a) -> None:
 
 # ----------------------------------------------------------------------------- training
 def cmd_train(a) -> None:
+    from corereg.data.manifest import load_manifest
+    from corereg.device import resolve_device, set_threads
     from corereg.errors import NotImplementedYet
 
     spec = _spec(a.spec)
-    raise NotImplementedYet(
-        f"training of method kind '{spec.get('kind')}' (method {a.method}/{a.variant})"
-    )
+    if spec.get("kind") != "engine":
+        raise NotImplementedYet(
+            f"training of method kind '{spec.get('kind')}' (method {a.method}/{a.variant})"
+        )
+    from corereg.training.selftrain import train
+
+    set_threads(a.threads)
+    final = train(load_manifest(a.data), spec, resolve_device(a.device), a.out)
+    print(f"[train] wrote {final}")
 
 
 # ----------------------------------------------------------------------------- registration

@@ -251,7 +251,6 @@ class Plan:
                 continue
             for ds in self.cfg["artifacts"][artifact]["datasets"]:
                 for s in self.seeds_for(row["method"]):
-                    out.append(
-                        f"{row['label']}={self.train_log(Run(ds, row['method'], row['variant'], s))}"
-                    )
+                    path = self.train_log(Run(ds, row["method"], row["variant"], s))
+                    out.append(shlex.quote(f"{row['label']}={path}"))
         return out

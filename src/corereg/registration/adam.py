@@ -29,7 +29,13 @@ def _ssd_grid_sample(feat_mov, feat_fix, grid):
 
 
 def adam_refine(
-    feat_fix, feat_mov, field, reg_fac=1.0, p: dict | None = None, impl: str = "auto"
+    feat_fix,
+    feat_mov,
+    field,
+    reg_fac=1.0,
+    p: dict | None = None,
+    impl: str = "auto",
+    history: list | None = None,
 ) -> torch.Tensor:
     """Refine a full-resolution normalised field by Adam on the 1/``grid_sp`` grid.
 
@@ -68,7 +74,10 @@ def adam_refine(
             reg = lam * sum((smooth.diff(dim=k) ** 2).mean() for k in (3, 2, 4))
             grid = grid0 + (smooth.permute(0, 2, 3, 4, 1) / lr_scale).flip(-1)
             sim = cost_scale * ssd(grid)
-            (sim + reg_fac * reg).backward()
+            total = sim + reg_fac * reg
+            total.backward()
+            if history is not None:
+                history.append(float(total.detach()))
             opt.step()
     out = F.interpolate(
         smooth.detach() * gs, size=tuple(big), mode="trilinear", align_corners=False

@@ -56,7 +56,7 @@ def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator) -> torch
     with torch.no_grad(), autocast(fix_in.device, p.get("amp", True)):
         g2f, g2m = net.g2(fix_in), net.g2(mov_in)
     ff, fm = adam_mod.adam_features(g2f, g2m, generator, p.get("feat_scale", 5.0))
-    return adam_mod.adam_refine(ff, fm, field, reg_fac, p)
+    return adam_mod.adam_refine(ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"))
 
 
 def register_pair(net, fixed_hu, moving_hu, p: dict, *, ice=True, clamp=None, use_adam=True, reg_fac=1.0,

@@ -278,6 +278,18 @@ class Trainer:
         reset = self.p.get("optimizer_reset_every")
         val_every = int(self.p.get("val_every", 100))
         t0 = time.perf_counter()
+        if (
+            self.total == 0
+        ):  # stages: 0 is the untrained network (a reference row, no labels needed)
+            self.rows.append(
+                {
+                    "iteration": 0,
+                    "stage": 0,
+                    "lr": 0.0,
+                    "loss": float("nan"),
+                    **self.validate(self.net),
+                }
+            )
         for i in range(self.start, self.total):
             if reset and i > 0 and i % int(reset) == 0:
                 self._fresh_optim()
@@ -309,6 +321,9 @@ class Trainer:
             torch.save({"model": self.net.state_dict(), "arch": self.net.arch, "params": self.p, "seed": self.seed,
                         "stages": self.stages, "iterations": self.total}, tmp)  # fmt: skip
         write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
+        (self.out / CKPT).unlink(
+            missing_ok=True
+        )  # the resume state (with all pseudo-labels) is spent
         return final
 
 

@@ -1,0 +1,144 @@
+"""Cyclical self-training: loss, weights, schedule, determinism and resume."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from corereg.data.manifest import load_manifest
+from corereg.data.synthetic import generate_abdomen
+from corereg.errors import InputError
+from corereg.plan import deep_merge
+from corereg.training.selftrain import cosine_lr, difficulty, rank_weights, registration_loss, train
+
+ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
+SMALL = {"contrastive": False, "stages": 2, "iters_per_stage": 2, "val_every": 2, "val_pairs": 1,
+         "adam_iters": 4, "label_crop_border": 2}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train") / "prep"
+    generate_abdomen(root, "synth_abdomen", (32, 32, 32), (12.0, 12.0, 12.0), 3, 2, seed=3)
+    return load_manifest(root)
+
+
+def spec(**over):
+    return {"params": deep_merge(ENGINE, {**SMALL, **over}), "seed": 7,
+            "dataset": {"eval_labels": list(range(1, 14)), "clamp_eval": [-0.4, 0.6]}}  # fmt: skip
+
+
+def test_registration_loss_known_values():
+    shape = (16, 16, 16)  # full resolution; fields at half resolution 8^3, crop 2
+    pred = torch.zeros(1, 3, 8, 8, 8)
+    target = torch.zeros(1, 3, 8, 8, 8)
+    target[:, 0] = 0.25  # x channel: 0.25 * D/2 = 2 voxels
+    assert registration_loss(pred, target, shape, "epe", 2).item() == pytest.approx(1.5 * 2.0)
+    assert registration_loss(pred, target, shape, "mse", 2).item() == pytest.approx(1.5**2 * 4.0)
+
+
+def test_difficulty_weights_favour_small_adam_corrections():
+    noadam = torch.zeros(3, 3, 8, 8, 8)
+    adam = torch.zeros(3, 3, 8, 8, 8)
+    adam[0] += 0.5
+    adam[2] += 0.1
+    err = difficulty(noadam, adam, (16, 16, 16), crop=2)
+    assert err[1] == 0 and err[0] > err[2] > 0
+    q = rank_weights(err)
+    assert q[1] == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
+    assert q[0] == pytest.approx(torch.sigmoid(torch.tensor(-5.0)).item())
+    assert q[1] > q[2] > q[0]
+
+
+def test_cosine_warm_restarts_follow_the_formula():
+    net = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        opt, T_0=10, T_mult=1, eta_min=1e-5
+    )
+    for i in range(25):
+        assert opt.param_groups[0]["lr"] == pytest.approx(cosine_lr(i, 10, 1e-3, 1e-5))
+        opt.step()
+        sched.step()
+    assert cosine_lr(10, 10, 1e-3, 1e-5) == pytest.approx(1e-3) and math.isclose(
+        cosine_lr(5, 10, 1.0, 0.0), 0.5
+    )
+
+
+def weights(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def test_training_is_deterministic_and_logs_validation(data, tmp_path):
+    a = train(data, spec(), torch.device("cpu"), tmp_path / "a", log=lambda *_: None)
+    b = train(data, spec(), torch.device("cpu"), tmp_path / "b", log=lambda *_: None)
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    log = pd.read_csv(tmp_path / "a" / "train_log.csv")
+    assert list(log.iteration) == [1, 2, 4]
+    assert log.val_dice.between(0, 1).all()
+    assert (tmp_path / "a" / "stage1.pt").is_file() and (tmp_path / "a" / "stage2.pt").is_file()
+    # gradients reach G's first layer: it moved away from its initialisation
+    init = torch.load(tmp_path / "a" / "stage1.pt", weights_only=False)["model"]["0.weight"]
+    assert not torch.equal(init, wa["0.weight"])
+
+
+def test_resume_after_a_killed_job_gives_identical_weights(data, tmp_path):
+    ref = train(data, spec(), torch.device("cpu"), tmp_path / "ref", log=lambda *_: None)
+    out = tmp_path / "killed"
+    code = ("import json, sys, torch; from corereg.data.manifest import load_manifest; "
+            "from corereg.training.selftrain import train; "
+            f"train(load_manifest({str(data.root)!r}), json.loads(sys.argv[1]), torch.device('cpu'), {str(out)!r})")  # fmt: skip
+    import json
+
+    env = {**os.environ, "CORE_TEST_STOP_AFTER_STAGE": "1", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec())], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "stopped after stage 1" in proc.stderr + proc.stdout
+    assert (out / "checkpoint.pt").is_file() and not (out / "final.pt").exists()
+    resumed = train(data, spec(), torch.device("cpu"), out, log=lambda *_: None)
+    assert not (out / "checkpoint.pt").exists()
+    wr, wk = weights(ref), weights(resumed)
+    assert all(torch.equal(wr[k], wk[k]) for k in wr)
+    assert pd.read_csv(out / "train_log.csv").equals(
+        pd.read_csv(tmp_path / "ref" / "train_log.csv")
+    )
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("CORE_TEST_STOP_AFTER_STAGE", "1")
+    with pytest.raises(SystemExit):
+        train(data, spec(stages=2), torch.device("cpu"), tmp_path / "x", log=lambda *_: None)
+    monkeypatch.delenv("CORE_TEST_STOP_AFTER_STAGE")
+    from corereg.errors import CoreregError
+
+    with pytest.raises(CoreregError, match="other parameters or seed"):
+        train(
+            data,
+            spec(stages=2, reg_loss="mse"),
+            torch.device("cpu"),
+            tmp_path / "x",
+            log=lambda *_: None,
+        )
+
+
+def test_empty_training_set(tmp_path):
+    root = tmp_path / "prep"
+    generate_abdomen(root, "d", (16, 16, 16), (20.0, 20.0, 20.0), 2, 2, seed=0)
+    m = load_manifest(root)
+    m.meta["pairs"] = [p for p in m.meta["pairs"] if p["split"] == "test"]
+    with pytest.raises(InputError, match="the training set is empty"):
+        train(m, spec(), torch.device("cpu"), tmp_path / "m")
+
+
+def test_untrained_variant_writes_the_random_network(data, tmp_path):
+    final = train(data, spec(stages=0), torch.device("cpu"), tmp_path / "u", log=lambda *_: None)
+    log = pd.read_csv(tmp_path / "u" / "train_log.csv")
+    assert final.is_file() and list(log.iteration) == [0]
