@@ -139,6 +139,8 @@ def test_empty_training_set(tmp_path):
 
 
 def test_untrained_variant_writes_the_random_network(data, tmp_path):
-    final = train(data, spec(stages=0), torch.device("cpu"), tmp_path / "u", log=lambda *_: None)
+    messages = []
+    final = train(data, spec(stages=0), torch.device("cpu"), tmp_path / "u", log=messages.append)
+    assert not any("pseudo-labels" in m for m in messages)  # no label computation for stages: 0
     log = pd.read_csv(tmp_path / "u" / "train_log.csv")
     assert final.is_file() and list(log.iteration) == [0]

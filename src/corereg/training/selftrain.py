@@ -138,8 +138,9 @@ class Trainer:
             k: torch.Generator().manual_seed(self.seed * 1000 + i)
             for i, k in enumerate(("sample", "aug", "proj"))
         }
-        first = network.build(self.p).to(self.device)  # random network for the stage-0 labels
-        self._update_labels(first, stage=0)
+        if self.total > 0:  # stages: 0 needs no labels (the untrained reference network)
+            first = network.build(self.p).to(self.device)  # random network for the stage-0 labels
+            self._update_labels(first, stage=0)
         self.net = network.build(self.p).to(self.device)  # fresh random weights (§1.4)
         self._fresh_optim()
         self.start, self.stage = 0, 0
