@@ -144,3 +144,25 @@ def test_untrained_variant_writes_the_random_network(data, tmp_path):
     assert not any("pseudo-labels" in m for m in messages)  # no label computation for stages: 0
     log = pd.read_csv(tmp_path / "u" / "train_log.csv")
     assert final.is_file() and list(log.iteration) == [0]
+
+
+def test_gradients_reach_the_first_layer(data):
+    from corereg.training.selftrain import Trainer, load_data
+
+    d = load_data(data, list(range(1, 14)), 1)
+    tr = Trainer(
+        d, deep_merge(ENGINE, SMALL), 0, torch.device("cpu"), ROOT / "unused", clamp_eval=None
+    )
+    tr.labels = torch.zeros(len(d.train_pairs), 3, 16, 16, 16)
+    tr.weights = torch.ones(len(d.train_pairs))
+    tr.gens = {k: torch.Generator().manual_seed(0) for k in ("sample", "aug", "proj")}
+    from corereg.registration import network
+
+    tr.net = network.build(tr.p)
+    tr._fresh_optim()
+    before = tr.net[0].weight.detach().clone()
+    tr.opt.step = lambda *a, **k: None  # keep the weights, inspect the gradient
+    tr.step(0)
+    grad = tr.net[0].weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert torch.equal(before, tr.net[0].weight.detach())

@@ -21,9 +21,9 @@ def test_paper_dry_run_lists_every_step():
     # 2 datasets; RAD-ChestCT adds convert and label
     assert counts["download"] == 2 and counts["prepare"] == 2
     assert counts["convert"] == 1 and counts["label"] == 1
-    # trainable runs x 3 seeds x datasets: table1 (voxelmorph, lapirn, bigalke, bigalke/untrained,
+    # trainable runs x 3 seeds x datasets: table1 (voxelmorph, lapirn, bigalke, bigalke/untrained, bigalke_original,
     # core), table2 (+ core/cl_only), table3 (+ core/aug_none, aug_ti, aug_both), fig4a (6 alphas, abdomen)
-    assert counts["train"] == 3 * (2 * (5 + 1 + 3) + 6)
+    assert counts["train"] == 3 * (2 * (6 + 1 + 3) + 6)
     # + initial, convexadam, deeds, niftyreg, unigradicon, samconvex once per dataset
     assert counts["register"] == counts["evaluate"] == counts["train"] + 2 * 6
     assert counts["table"] == 3 and counts["figure"] == 3
@@ -89,7 +89,7 @@ def test_tiny_end_to_end(tiny_run):
     ok = t1[t1.status == "ok"]
     assert set(ok.method) == {"initial", "convexadam", "bigalke"}
     assert set(t1[t1.status == "not run"].method) == {"deeds", "niftyreg", "voxelmorph", "lapirn", "unigradicon",
-                                                      "samconvex", "core"}  # fmt: skip
+                                                      "samconvex", "core", "bigalke_original"}  # fmt: skip
     for ds in ("synth_abdomen", "synth_chest"):
         d = ok[ok.dataset == ds].set_index("method")
         assert d.loc["convexadam", "dice_mean"] > d.loc["initial", "dice_mean"] + 5

@@ -18,10 +18,14 @@ from corereg.device import describe, resolve_device, seed_everything, synchroniz
 from corereg.errors import CoreregError, InputError, NotImplementedYet
 from corereg.registration.methods import METHODS, Method
 
+# Method names of config.yaml accepted by `corereg register --method` in place of their kind.
+ALIASES = {"bigalke": "engine", "bigalke_original": "engine", "core": "engine"}
+
 
 def make_method(
     kind: str, params: dict, device: torch.device, checkpoint=None, seed: int = 0
 ) -> Method:
+    kind = ALIASES.get(kind, kind)
     if kind not in METHODS:
         if kind in PLANNED:
             raise NotImplementedYet(f"registration method kind '{kind}' ({PLANNED[kind]})")

@@ -74,8 +74,13 @@ def _half_grid_scale(shape, device, dtype) -> torch.Tensor:
 
 
 def optimise(feat_fix, feat_mov, out_shape, ice: bool, p: dict) -> torch.Tensor:
-    """H: features at 1/8 -> normalised (x, y, z) field on ``out_shape``."""
-    feat_fix, feat_mov = feat_fix.float(), feat_mov.float()
+    """H: features at 1/8 -> normalised (x, y, z) field on ``out_shape``, in float32 even
+    inside an autocast region (the soft-argmin over 125 labels is fragile in fp16)."""
+    with torch.autocast(device_type=feat_fix.device.type, enabled=False):
+        return _optimise(feat_fix.float(), feat_mov.float(), out_shape, ice, p)
+
+
+def _optimise(feat_fix, feat_mov, out_shape, ice: bool, p: dict) -> torch.Tensor:
     labels = offsets(p.get("disp_hw", 2), feat_fix.device)
     kw = {
         "radius": p.get("disp_hw", 2),

@@ -29,6 +29,8 @@ class Engine(Method):
     def __init__(self, params, device, checkpoint=None, seed=0):
         super().__init__(params, device, checkpoint, seed)
         self.net, self.ckpt = network.load_checkpoint(checkpoint, device)
+        # The checkpoint's training settings are the defaults; explicit params override them.
+        self.params = {**(self.ckpt.get("params") or {}), **self.params}
         self.chosen_reg_fac = float(self.params.get("reg_fac_start", 10.0))
 
     # -- the two halves of the protocol --------------------------------------------

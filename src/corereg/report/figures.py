@@ -152,55 +152,24 @@ def fig3(panels: list[dict], out_prefix) -> None:
                 aspect = p["spacing"][2] / p["spacing"][0]
             elif p["spacing"][1] != p["spacing"][0]:
                 aspect = p["spacing"][1] / p["spacing"][0]
-            _overlay(
-                ax_row[0],
-                cut(p["fixed"]),
-                None,
-                p["window"],
-                p["n_labels"],
-                f"{p['display']}\nfixed ({view})",
-            )
-            _overlay(
-                ax_row[1],
-                cut(p["fixed"]),
-                cut(p["fixed_lab"]),
-                p["window"],
-                p["n_labels"],
-                "fixed + labels",
-            )
-            _overlay(
-                ax_row[2],
-                cut(p["moving"]),
-                cut(p["moving_lab"]),
-                p["window"],
-                p["n_labels"],
-                "moving + labels",
-            )
-            for j in range(3, ncols):
-                ax = ax_row[j]
-                if j - 3 >= len(p["methods"]):
+            panels_ = [(cut(p["fixed"]), None, f"{p['display']}\nfixed ({view})"),
+                       (cut(p["fixed"]), cut(p["fixed_lab"]), "fixed + labels"),
+                       (cut(p["moving"]), cut(p["moving_lab"]), "moving + labels")]  # fmt: skip
+            for name, warped in p["methods"]:
+                panels_.append(
+                    (
+                        cut(p["fixed"]),
+                        None if warped is None else cut(warped),
+                        f"{name}: warped labels",
+                    )
+                )
+            for j, ax in enumerate(ax_row):
+                if j >= len(panels_):
                     ax.axis("off")
                     continue
-                name, warped = p["methods"][j - 3]
-                if warped is None:
-                    _overlay(
-                        ax,
-                        cut(p["fixed"]),
-                        None,
-                        p["window"],
-                        p["n_labels"],
-                        f"{name}: warped labels",
-                    )
+                _overlay(ax, *panels_[j][:2], p["window"], p["n_labels"], panels_[j][2])
+                if j >= 3 and p["methods"][j - 3][1] is None:
                     _not_run(ax)
-                else:
-                    _overlay(
-                        ax,
-                        cut(p["fixed"]),
-                        cut(warped),
-                        p["window"],
-                        p["n_labels"],
-                        f"{name}: warped labels",
-                    )
             for ax in ax_row:
                 ax.set_aspect(aspect)
     _save(fig, out_prefix)
