@@ -98,6 +98,23 @@ def test_schema_rejects_a_wrong_key_and_a_wrong_type():
         jsonschema.validate(cfg, SCHEMA)
 
 
+def test_engine_switches_are_checked():
+    cfg = load()
+    cfg["engine"]["reg_los"] = "mse"
+    with pytest.raises(jsonschema.ValidationError, match="reg_los"):
+        jsonschema.validate(cfg, SCHEMA)
+    cfg = load()
+    cfg["engine"]["compose_order"] = "backwards"
+    with pytest.raises(jsonschema.ValidationError, match="backwards"):
+        jsonschema.validate(cfg, SCHEMA)
+    cfg = load()
+    cfg["methods"]["core"]["variants"]["alpha_5"]["cl_wieght"] = 5
+    with pytest.raises(
+        CoreregError, match=r"methods\.core\.variants\.alpha_5 sets \['cl_wieght'\]"
+    ):
+        Plan(cfg)
+
+
 def test_snakemake_stops_at_start_up_naming_the_key(tmp_path):
     proc = run_snakemake("-n", "--config", "seedz=[1]", check=False)
     assert proc.returncode != 0 and "seedz" in proc.stdout + proc.stderr

@@ -226,3 +226,16 @@ def test_checkpoint_of_another_architecture(tmp_path):
     torch.save({"state_dict": {}}, other)
     with pytest.raises(InputError, match="not a corereg engine checkpoint"):
         network.load_checkpoint(other, torch.device("cpu"))
+
+
+def test_adam_on_mind_features_option():
+    torch.manual_seed(6)
+    net = network.FeatureNet().eval()
+    fixed = torch.from_numpy(smooth_image((32, 24, 32), 2, 6) * 300)[None, None]
+    moving = torch.roll(fixed, 2, dims=2)
+    res = register_pair(net, fixed, moving, {"adam_iters": 10, "adam_feat": "mind"})
+    assert res.adam.shape == (1, 3, 32, 24, 32) and torch.isfinite(res.adam).all()
+    ref = register_pair(
+        net, fixed, moving, {"adam_iters": 10}, generator=torch.Generator().manual_seed(0)
+    )
+    assert not torch.equal(res.adam, ref.adam)

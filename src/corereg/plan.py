@@ -66,6 +66,17 @@ class Plan:
                     raise CoreregError(
                         f"config: artifacts.{name}: method '{m}' has no variant '{v}'"
                     )
+        engine_keys = set(self.cfg.get("engine", {}))
+        for name, m in self.cfg["methods"].items():
+            if m["kind"] != "engine":
+                continue
+            for where, over in [("params", m.get("params") or {}),
+                                *((f"variants.{v}", o) for v, o in (m.get("variants") or {}).items())]:  # fmt: skip
+                unknown = sorted(set(over) - engine_keys)
+                if unknown:
+                    raise CoreregError(
+                        f"config: methods.{name}.{where} sets {unknown}, which are not engine keys"
+                    )
         for key, ds in self.cfg["datasets"].items():
             if ds["source"]["kind"] not in (*REAL_SOURCES, "synthetic_abdomen", "synthetic_chest"):
                 raise CoreregError(f"config: datasets.{key}.source.kind is unknown")

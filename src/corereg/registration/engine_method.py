@@ -38,8 +38,9 @@ class Engine(Method):
         check_shape(fixed.shape, "engine input")
         clamp = self.params.get("clamp_eval")
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].to(self.device)  # noqa: E731
-        return prepare_input(to(fixed), self.params, clamp), prepare_input(
-            to(moving), self.params, clamp
+        self._hu = (to(fixed), to(moving))  # kept for adam_feat: mind
+        return prepare_input(self._hu[0], self.params, clamp), prepare_input(
+            self._hu[1], self.params, clamp
         )
 
     def _net_field(self, fx, mv):
@@ -54,7 +55,7 @@ class Engine(Method):
 
     def _adam(self, fx, mv, field, reg_fac, index):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + index)
-        return adam_field(self.net, fx, mv, field, reg_fac, self.params, gen)
+        return adam_field(self.net, fx, mv, field, reg_fac, self.params, gen, self._hu)
 
     def register(self, fixed, moving):
         fx, mv = self._inputs(fixed, moving)

@@ -52,10 +52,23 @@ def network_field(net, fix_in, mov_in, p: dict, ice: bool, clamp, out_shape=None
     return field.float()
 
 
-def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator) -> torch.Tensor:
+def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator, hu=None) -> torch.Tensor:
+    """Adam IO on 5·R(G₂(·)) (``adam_feat: random_projection``) or on 5·↓2(MIND-SSC(HU))
+    (``adam_feat: mind``, the code's --use_mind option; needs ``hu`` = (fixed, moving) HU)."""
+    scale = p.get("feat_scale", 5.0)
+    if p.get("adam_feat", "random_projection") == "mind":
+        from convexAdam.convex_adam_utils import MINDSSC
+
+        if hu is None:
+            raise ValueError("adam_feat 'mind' needs the HU images")
+        with torch.no_grad():
+            ff, fm = (
+                scale * F.avg_pool3d(MINDSSC(x.float(), 1, 2, device=str(x.device)), 2) for x in hu
+            )
+        return adam_mod.adam_refine(ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"))
     with torch.no_grad(), autocast(fix_in.device, p.get("amp", True)):
         g2f, g2m = net.g2(fix_in), net.g2(mov_in)
-    ff, fm = adam_mod.adam_features(g2f, g2m, generator, p.get("feat_scale", 5.0))
+    ff, fm = adam_mod.adam_features(g2f, g2m, generator, scale)
     return adam_mod.adam_refine(ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"))
 
 
@@ -72,7 +85,9 @@ def register_pair(net, fixed_hu, moving_hu, p: dict, *, ice=True, clamp=None, us
     if not use_adam:
         return PairResult(field)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    return PairResult(field, adam_field(net, fix_in, mov_in, field, reg_fac, p, gen))
+    return PairResult(
+        field, adam_field(net, fix_in, mov_in, field, reg_fac, p, gen, (fixed_hu, moving_hu))
+    )
 
 
 def half(field: torch.Tensor) -> torch.Tensor:

@@ -104,13 +104,14 @@ def dice_mean(fixed_lab, warped_lab, labels) -> float:
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, data: TrainData, params: dict, seed: int, device: torch.device, out_dir: Path,
-                 clamp_eval=None, log=print):  # fmt: skip
+                 clamp_eval=None, log=print, clamp_train=None):  # fmt: skip
         if params.get("contrastive") or params.get("contrastive_mode", "joint") != "joint":
             raise NotImplementedYet("the contrastive loss of CoRe (issue: CoRe contrastive loss)")
         if params.get("ema"):
             raise NotImplementedYet("the EMA teacher option (engine.ema)")
         self.d, self.p, self.seed, self.device = data, params, seed, device
         self.out, self.clamp, self.log = Path(out_dir), clamp_eval, log
+        self.clamp_train = clamp_train
         self.stages, self.ips = int(params["stages"]), int(params["iters_per_stage"])
         self.total = self.stages * self.ips
         self.rows: list[dict] = []
@@ -238,8 +239,8 @@ class Trainer:
             f, m = self.d.train_pairs[k]
             fx, mv = self._pair(f, m)
             fx, mv = (
-                prepare_input(fx, p, p.get("clamp_train")),
-                prepare_input(mv, p, p.get("clamp_train")),
+                prepare_input(fx, p, self.clamp_train),
+                prepare_input(mv, p, self.clamp_train),
             )
             with torch.no_grad():
                 fa, ma, lab = augment_pair(fx, mv, self.labels[k : k + 1].to(self.device), p.get("aug_strength_reg", 0.05),
@@ -338,7 +339,14 @@ def train(manifest: Manifest, spec: dict, device: torch.device, out_dir, log=pri
     p = dict(spec["params"])
     data = load_data(manifest, ds.get("eval_labels"), int(p.get("val_pairs", 4)))
     return Trainer(
-        data, p, int(spec["seed"]), device, Path(out_dir), ds.get("clamp_eval"), log
+        data,
+        p,
+        int(spec["seed"]),
+        device,
+        Path(out_dir),
+        ds.get("clamp_eval"),
+        log,
+        ds.get("clamp_train"),
     ).run()
 
 
