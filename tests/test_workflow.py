@@ -87,9 +87,9 @@ def test_tiny_end_to_end(tiny_run):
             assert (res / "figures" / f"{name}.{ext}").stat().st_size > 1000
     t1 = pd.read_csv(res / "tables" / "table1.csv")
     ok = t1[t1.status == "ok"]
-    assert set(ok.method) == {"initial", "convexadam", "bigalke"}
+    assert set(ok.method) == {"initial", "convexadam", "bigalke", "core"}
     assert set(t1[t1.status == "not run"].method) == {"deeds", "niftyreg", "voxelmorph", "lapirn", "unigradicon",
-                                                      "samconvex", "core", "bigalke_original"}  # fmt: skip
+                                                      "samconvex", "bigalke_original"}  # fmt: skip
     for ds in ("synth_abdomen", "synth_chest"):
         d = ok[ok.dataset == ds].set_index("method")
         assert d.loc["convexadam", "dice_mean"] > d.loc["initial", "dice_mean"] + 5
@@ -102,8 +102,14 @@ def test_tiny_end_to_end(tiny_run):
     timing = pd.read_csv(res / "fields/synth_abdomen/bigalke/default/seed0/timing.csv")
     assert "reg_fac" in timing.columns and timing.seconds.gt(0).all()
     assert (res / "models/synth_chest/bigalke/untrained/seed0/final.pt").is_file()
+    # CoRe's ablations: every Table 2/3 row and every alpha of Figure 4a ran
+    for name in ("table2", "table3"):
+        t = pd.read_csv(res / "tables" / f"{name}.csv")
+        assert (t.status == "ok").all(), t[["row", "dataset", "status"]]
+    core_log = pd.read_csv(res / "models/synth_abdomen/core/alpha_5/seed0/train_log.csv")
+    assert (core_log.alpha == 5.0).all() and core_log.loss_cl.notna().all()
     md = (res / "tables" / "table1.md").read_text()
-    assert "| CoRe | not run |" in md and "| Initial | " in md
+    assert "| DEEDs | not run |" in md and "| CoRe | " in md and "| Initial | " in md
     pairs = pd.read_csv(
         res / "metrics/synth_abdomen/convexadam/default/seed0/pairs.csv", dtype={"fixed": str}
     )

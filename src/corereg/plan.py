@@ -227,6 +227,10 @@ class Plan:
         art = self.cfg["artifacts"][artifact]
         spec = {"artifact": artifact, "title": art["title"], "rows": self.rows(artifact),
                 "datasets": self._datasets(artifact), "sdlogj": self.cfg.get("sdlogj", "sdlogj_l2r")}  # fmt: skip
+        spec["seeds"] = list(self.cfg["seeds"])
+        if "core" in self.cfg["methods"]:
+            cp = self.method_params("core")
+            spec["cl"] = {"schedule": cp.get("cl_weight_schedule"), "weight": cp.get("cl_weight")}
         if art.get("caption"):
             spec["caption"] = art["caption"]
         if art.get("reference"):
@@ -234,6 +238,7 @@ class Plan:
         if artifact == "fig4b":
             eng = self.cfg.get("engine", {})
             spec["iterations"] = int(eng.get("stages", 1)) * int(eng.get("iters_per_stage", 1))
+            spec["iters_per_stage"] = int(eng.get("iters_per_stage", 1))
         if artifact == "fig3":
             spec["panels"] = [
                 {"display": d["display"], "data": self.prepared(d["key"]), "pair_index": art.get("pair_index", 0),

@@ -76,6 +76,7 @@ def fig4b(spec: dict, logs: dict[str, list[str]], out_prefix) -> None:
     """Validation Dice over training iterations; ``logs`` maps a row label to train_log.csv files."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     drawn = False
+    means = []
     for i, r in enumerate(spec["rows"]):
         files = [f for f in logs.get(r["label"], []) if Path(f).is_file()]
         if not files:
@@ -86,7 +87,10 @@ def fig4b(spec: dict, logs: dict[str, list[str]], out_prefix) -> None:
         mean, sd = g.mean() * 100, g.std(ddof=0).fillna(0) * 100
         ax.plot(mean.index, mean.values, color=f"C{i}", label=r["label"])
         ax.fill_between(mean.index, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
+        means.append(mean)
         drawn = True
+    if len(means) >= 2:
+        _annotate_gap(ax, means[0], means[1], int(spec.get("iters_per_stage", 1000)))
     if not drawn:
         _not_run(ax, "no training run yet")
         ax.set_xlim(0, spec.get("iterations", 1))
@@ -96,6 +100,17 @@ def fig4b(spec: dict, logs: dict[str, list[str]], out_prefix) -> None:
     ax.set_title(spec.get("title", "Figure 4b"), fontsize=10)
     ax.legend(fontsize=8)
     _save(fig, out_prefix)
+
+
+def _annotate_gap(ax, first: pd.Series, second: pd.Series, at: int) -> None:
+    """Mark the Dice gap between the first two curves at the end of the first stage."""
+    common = first.index.intersection(second.index)
+    if common.empty:
+        return
+    it = common[np.abs(np.asarray(common) - at).argmin()]
+    a, b = first[it], second[it]
+    ax.annotate("", xy=(it, a), xytext=(it, b), arrowprops={"arrowstyle": "<->", "color": "0.3"})
+    ax.text(it, (a + b) / 2, f" Δ {a - b:+.1f} points\n at iteration {it}", fontsize=7, va="center")
 
 
 def label_cmap(n_labels: int):

@@ -159,6 +159,20 @@ def _footnote(spec, table) -> str:
             f"p: two-sided Wilcoxon signed-rank test of per-pair Dice against {ref['method']}/"
             f"{ref['variant']}, paired by test pair, Holm-corrected over the table's comparisons."
         )
+    if spec.get("seeds"):
+        parts.append(
+            f"Seeds of trainable methods: {len(spec['seeds'])} ({', '.join(map(str, spec['seeds']))})."
+        )
+    if spec.get("cl"):
+        cl = spec["cl"]
+        form = (
+            "10·(1 − i/T) style linear decay from"
+            if cl["schedule"] == "linear_decay"
+            else "constant"
+        )
+        parts.append(
+            f"CoRe contrastive weight: {form} α = {cl['weight']:g} (variants may override)."
+        )
     if any(d.get("synthetic") for d in spec["datasets"]):
         parts.append(
             "Synthetic data: the paper columns are for orientation only; no Δ is computed."

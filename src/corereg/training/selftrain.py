@@ -29,6 +29,7 @@ from corereg.registration import network
 from corereg.registration.fields import warp
 from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
 from corereg.training.augment import augment_pair
+from corereg.training.contrastive import cl_weight, contrastive_loss
 
 CKPT = "checkpoint.pt"
 
@@ -105,21 +106,29 @@ def dice_mean(fixed_lab, warped_lab, labels) -> float:
 class Trainer:
     def __init__(self, data: TrainData, params: dict, seed: int, device: torch.device, out_dir: Path,
                  clamp_eval=None, log=print, clamp_train=None):  # fmt: skip
-        if params.get("contrastive") or params.get("contrastive_mode", "joint") != "joint":
-            raise NotImplementedYet("the contrastive loss of CoRe (issue: CoRe contrastive loss)")
         if params.get("ema"):
             raise NotImplementedYet("the EMA teacher option (engine.ema)")
         self.d, self.p, self.seed, self.device = data, params, seed, device
         self.out, self.clamp, self.log = Path(out_dir), clamp_eval, log
         self.clamp_train = clamp_train
         self.stages, self.ips = int(params["stages"]), int(params["iters_per_stage"])
+        mode = params.get("contrastive_mode", "joint")
+        if mode not in ("joint", "pretrain_frozen"):
+            raise CoreregError(
+                f"contrastive_mode must be 'joint' or 'pretrain_frozen', not '{mode}'"
+            )
+        self._joint = bool(params.get("contrastive")) and mode == "joint"
+        self._frozen = bool(params.get("contrastive")) and mode == "pretrain_frozen"
+        self.last_cl = float("nan")
         self.total = self.stages * self.ips
         self.rows: list[dict] = []
 
     # -- state ------------------------------------------------------------------
     def _fresh_optim(self):
         p = self.p
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=p["lr_max"])
+        self.opt = torch.optim.Adam(
+            [q for q in self.net.parameters() if q.requires_grad], lr=p["lr_max"]
+        )
         if p.get("lr_schedule", "cosine_warm_restarts") == "cosine_warm_restarts":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=self.ips, T_mult=1,
                                                                                eta_min=p["lr_min"])  # fmt: skip
@@ -143,8 +152,45 @@ class Trainer:
             first = network.build(self.p).to(self.device)  # random network for the stage-0 labels
             self._update_labels(first, stage=0)
         self.net = network.build(self.p).to(self.device)  # fresh random weights (§1.4)
+        if self._frozen:
+            self._pretrain_g()
+            self._freeze_g()
         self._fresh_optim()
         self.start, self.stage = 0, 0
+
+    # -- Table 2 "L_cl only": contrastive pretraining of G, then G frozen ---------------
+    G_MODULES = 12  # modules 0..11 are G; 12..15 are P
+
+    def _pretrain_g(self) -> None:
+        p = self.p
+        iters = int(p.get("cl_pretrain_iters", self.total))
+        opt = torch.optim.Adam(self.net.parameters(), lr=p["lr_max"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(iters, 1), eta_min=p["lr_min"]
+        )
+        self.net.train()
+        t0 = time.perf_counter()
+        for i in range(iters):
+            idx = torch.multinomial(torch.ones(len(self.d.train_pairs)), int(p.get("batch_size", 2)), replacement=True,
+                                    generator=self.gens["sample"])  # fmt: skip
+            originals = [tuple(prepare_input(x, p, self.clamp_train) for x in self._pair(*self.d.train_pairs[k]))
+                         for k in idx.tolist()]  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            loss = contrastive_loss(self.net, originals, p, self.gens["aug"])
+            loss.backward()
+            opt.step()
+            sched.step()
+            if i == 0 or i == iters - 1:
+                self.log(f"[train] contrastive pretraining {i + 1}/{iters}: L_c {float(loss.detach()):.3f} "
+                         f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+
+    def _freeze_g(self) -> None:
+        """G's parameters get no gradient and its BatchNorm statistics stay fixed."""
+        for k, module in enumerate(self.net):
+            if k < self.G_MODULES:
+                module.eval()
+                for prm in module.parameters():
+                    prm.requires_grad_(False)
 
     def _state(self, iteration: int) -> dict:
         return {"iteration": iteration, "stage": self.stage, "model": self.net.state_dict(), "arch": self.net.arch,
@@ -174,6 +220,8 @@ class Trainer:
             **{k: st["arch"][k] for k in ("channels", "strides", "proj")}
         ).to(self.device)
         self.net.load_state_dict(st["model"])
+        if self._frozen:
+            self._freeze_g()
         self._fresh_optim()
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
@@ -234,7 +282,7 @@ class Trainer:
             replacement=True,
             generator=self.gens["sample"],
         )
-        fs, ms, ts = [], [], []
+        fs, ms, ts, originals = [], [], [], []
         for k in idx.tolist():
             f, m = self.d.train_pairs[k]
             fx, mv = self._pair(f, m)
@@ -242,6 +290,7 @@ class Trainer:
                 prepare_input(fx, p, self.clamp_train),
                 prepare_input(mv, p, self.clamp_train),
             )
+            originals.append((fx, mv))
             with torch.no_grad():
                 fa, ma, lab = augment_pair(fx, mv, self.labels[k : k + 1].to(self.device), p.get("aug_strength_reg", 0.05),
                                            self.gens["aug"], p.get("aug_label_composition", "code"),
@@ -249,7 +298,7 @@ class Trainer:
             fs.append(fa)
             ms.append(ma)
             ts.append(lab)
-        return torch.cat(fs), torch.cat(ms), torch.cat(ts)
+        return torch.cat(fs), torch.cat(ms), torch.cat(ts), originals
 
     def step(self, i: int) -> float:
         from corereg.registration import convex
@@ -257,7 +306,9 @@ class Trainer:
         p = self.p
         bn_quirk = p.get("bn_quirk", True) and i > 0 and i % self.ips == 0
         self.net.train(not bn_quirk)
-        fx, mv, target = self._batch()
+        if self._frozen:
+            self._freeze_g()
+        fx, mv, target, originals = self._batch()
         self.opt.zero_grad(set_to_none=True)
         with autocast(self.device, p.get("amp", True)):
             ff, fm = self.net(fx), self.net(mv)
@@ -266,6 +317,12 @@ class Trainer:
         loss = registration_loss(
             pred, target, self.d.shape, p.get("reg_loss", "epe"), p.get("label_crop_border", 8)
         )
+        self.last_cl = float("nan")
+        if self._joint:
+            with autocast(self.device, p.get("amp", True)):
+                lc = contrastive_loss(self.net, originals, p, self.gens["aug"])
+            self.last_cl = float(lc.detach())
+            loss = loss + cl_weight(i, self.total, p) * lc
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -303,6 +360,8 @@ class Trainer:
                     "stage": self.stage,
                     "lr": lr,
                     "loss": loss,
+                    "loss_cl": self.last_cl,
+                    "alpha": cl_weight(i, self.total, self.p) if self._joint else 0.0,
                     **self.validate(self.net),
                 }
                 self.rows.append(row)

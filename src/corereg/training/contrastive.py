@@ -1,0 +1,178 @@
+"""The equivariance contrastive loss of CoRe (ALGORITHM.md §6).
+
+View A: G's raw 4th-convolution output of a transformed image; view B: the
+original image's features transformed the same way at feature resolution.
+Sampled feature vectors at the same locations of both views are positives of an
+InfoNCE loss.  Paper and code disagree on the form (§10 items 1–6); every
+difference is a key of ``engine``:
+
+* ``cl_normalize`` (code: cosine, paper: inner product),
+* ``cl_negatives`` (code ``view_b_batch``: the other view-B vectors of the whole
+  batch; paper ``both_views``: the 2(n−1) other vectors of both views of the same image),
+* ``cl_reduction`` (code ``mean``, paper ``sum``),
+* ``cl_weight_schedule`` (code ``linear_decay`` 10·(1 − i/T), paper ``constant`` α),
+* ``cl_sampling_variant`` (``fixed``: unique foreground feature voxels per image;
+  ``paper_era``: the fixed image's full-resolution mask divided by 4, duplicates
+  weighting voxels by foreground fraction, the moving image reusing the locations).
+
+Image and feature grids are transformed consistently: the same normalised affine
+(align_corners=False) is sampled at image and at feature resolution, so a
+pointwise network is equivariant up to interpolation error (tested).  The code
+warps the image with align_corners=True and resamples the grid; that sub-voxel
+quirk is not reproduced.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from corereg.training.augment import affine_grid, augment_image, draw_affines
+
+
+# ----------------------------------------------------------------------------- weight
+def cl_weight(i: int, total: int, p: dict) -> float:
+    """α at iteration i of T: constant α, or the code's linear decay α·(1 − i/T)."""
+    alpha = float(p.get("cl_weight", 10.0))
+    if p.get("cl_weight_schedule", "linear_decay") == "constant":
+        return alpha
+    return alpha * (1.0 - i / max(total, 1))
+
+
+# ----------------------------------------------------------------------------- T_i
+def bezier_intensity(image: torch.Tensor, generator: torch.Generator, prob: float = 0.5,
+                     samples: int = 100_000) -> torch.Tensor:  # fmt: skip
+    """Models-Genesis-style monotone Bézier curve on the min-max scaled image (probability ``prob``)."""
+    if float(torch.rand((), generator=generator)) >= prob:
+        return image
+    lo, hi = image.min(), image.max()
+    x = (image - lo) / (hi - lo + 1e-8)
+    r = torch.rand(4, generator=generator, dtype=torch.float64)
+    t = torch.linspace(0, 1, samples, dtype=torch.float64)
+    b1, b2, b3 = 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3
+    xs = torch.sort(b1 * r[0] + b2 * r[2] + b3).values.to(image.device, image.dtype)
+    ys = torch.sort(b1 * r[1] + b2 * r[3] + b3).values.to(image.device, image.dtype)
+    idx = torch.searchsorted(xs, x.reshape(-1).contiguous()).clamp(1, samples - 1)
+    x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
+    frac = ((x.reshape(-1) - x0) / (x1 - x0 + 1e-12)).clamp(0, 1)
+    y = (y0 + frac * (y1 - y0)).view_as(x)
+    return y * (hi - lo) + lo
+
+
+# ----------------------------------------------------------------------------- locations
+def _border_ok(idx: torch.Tensor, shape, border: int) -> torch.Tensor:
+    upper = torch.tensor(shape, device=idx.device) - 1 - border
+    return ((idx >= border) & (idx <= upper)).all(1)
+
+
+def sample_locations(
+    image: torch.Tensor, feat_shape, n: int, p: dict, generator: torch.Generator
+) -> torch.Tensor:
+    """(k, 3) feature-grid indices in the foreground (input > cl_fg_threshold) away from the border.
+
+    ``fixed``: unique foreground feature voxels of the image downsampled to the
+    feature grid, k = min(n, available), drawn without replacement.
+    ``paper_era``: full-resolution foreground voxels divided by the stride, so each
+    feature voxel appears once per foreground voxel; n entries drawn without replacement.
+    """
+    thr, border = p.get("cl_fg_threshold", -1.5), int(p.get("cl_border", 5))
+    variant = p.get("cl_sampling_variant", "fixed")
+    if variant == "fixed":
+        small = F.interpolate(image, size=tuple(feat_shape), mode="trilinear", align_corners=False)
+        idx = torch.nonzero(small[0, 0] > thr)
+    elif variant == "paper_era":
+        stride = image.shape[2] // feat_shape[0]
+        idx = torch.nonzero(image[0, 0] > thr) // stride
+    else:
+        raise ValueError(f"cl_sampling_variant must be 'fixed' or 'paper_era', not '{variant}'")
+    idx = idx[_border_ok(idx, feat_shape, border)]
+    if idx.shape[0] == 0:
+        from corereg.errors import CoreregError
+
+        raise CoreregError(f"no foreground feature voxel at least cl_border={border} voxels from the border "
+                           f"of the {tuple(feat_shape)} feature grid; lower engine.cl_border")  # fmt: skip
+    order = torch.randperm(idx.shape[0], generator=generator)[: min(n, idx.shape[0])]
+    return idx[order.to(idx.device)]
+
+
+def gather(features: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(k, C) feature vectors of a (1, C, h, w, d) map at (k, 3) indices."""
+    return features[0][:, idx[:, 0], idx[:, 1], idx[:, 2]].T
+
+
+# ----------------------------------------------------------------------------- InfoNCE
+def info_nce(a: list[torch.Tensor], b: list[torch.Tensor], p: dict) -> torch.Tensor:
+    """InfoNCE over groups (one per image) of matched rows of view A and view B.
+
+    ``view_b_batch`` (code): one N×N problem over all groups, anchors A, keys B.
+    ``both_views`` (paper Eq. 3): per group, anchor a_j, positive b_j, negatives
+    a_k and b_k for k ≠ j.  ``cl_normalize`` L2-normalises vectors (cosine);
+    ``cl_reduction`` takes the mean or the sum over anchors.
+    """
+    tau = float(p.get("cl_temperature", 0.1))
+    if p.get("cl_normalize", True):
+        a = [F.normalize(x.float(), dim=1) for x in a]
+        b = [F.normalize(x.float(), dim=1) for x in b]
+    else:
+        a, b = [x.float() for x in a], [x.float() for x in b]
+    negatives = p.get("cl_negatives", "view_b_batch")
+    if negatives == "view_b_batch":
+        qa, kb = torch.cat(a), torch.cat(b)
+        logits = qa @ kb.T / tau
+        losses = F.cross_entropy(logits, torch.arange(len(qa), device=qa.device), reduction="none")
+    elif negatives == "both_views":
+        losses = []
+        for ga, gb in zip(a, b, strict=True):
+            n = len(ga)
+            pos = (ga * gb).sum(1, keepdim=True) / tau
+            aa = ga @ ga.T / tau
+            ab = ga @ gb.T / tau
+            eye = torch.eye(n, dtype=torch.bool, device=ga.device)
+            neg = torch.cat(
+                [aa.masked_fill(eye, float("-inf")), ab.masked_fill(eye, float("-inf"))], 1
+            )
+            losses.append(torch.logsumexp(torch.cat([pos, neg], 1), 1) - pos[:, 0])
+        losses = torch.cat(losses)
+    else:
+        raise ValueError(f"cl_negatives must be 'view_b_batch' or 'both_views', not '{negatives}'")
+    return losses.sum() if p.get("cl_reduction", "mean") == "sum" else losses.mean()
+
+
+# ----------------------------------------------------------------------------- the loss
+def views(net, image: torch.Tensor, p: dict, generator: torch.Generator, strength: float, pad: str,
+          affine=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(view A, view B) feature maps of one network input (1, 1, H, W, D)."""
+    aug = p.get("cl_aug", {"geometric": True, "intensity": False})
+    x = bezier_intensity(image, generator) if aug.get("intensity") else image
+    base = net.conv4(image)
+    if not aug.get("geometric", True):
+        return net.conv4(x), base
+    if affine is None:
+        affine = draw_affines(strength, generator).a1
+    view_a = net.conv4(augment_image(x, affine_grid(affine, image.shape[2:], image.device), pad))
+    grid_f = affine_grid(affine, base.shape[2:], image.device)
+    view_b = F.grid_sample(base, grid_f, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return view_a, view_b
+
+
+def contrastive_loss(
+    net, pairs: list[tuple[torch.Tensor, torch.Tensor]], p: dict, generator: torch.Generator
+) -> torch.Tensor:
+    """L_c over a batch of (fixed, moving) network inputs, with independent affine draws
+    (A1 for the fixed image, A2 = A2raw·A1 for the moving one, strength ``aug_strength_cl``)."""
+    strength, pad = float(p.get("aug_strength_cl", 0.02)), p.get("pad_value_aug", "minimum")
+    n = int(p.get("cl_num_samples", 1000))
+    ga, gb = [], []
+    for fixed, moving in pairs:
+        aff = draw_affines(strength, generator)
+        fa, fb = views(net, fixed, p, generator, strength, pad, aff.a1)
+        ma, mb = views(net, moving, p, generator, strength, pad, aff.a2)
+        shape = fa.shape[2:]
+        loc_f = sample_locations(fixed, shape, n, p, generator)
+        if p.get("cl_sampling_variant", "fixed") == "paper_era":
+            loc_m = loc_f[torch.randperm(len(loc_f), generator=generator).to(loc_f.device)]
+        else:
+            loc_m = sample_locations(moving, shape, n, p, generator)
+        ga += [gather(fa, loc_f), gather(ma, loc_m)]
+        gb += [gather(fb, loc_f), gather(mb, loc_m)]
+    return info_nce(ga, gb, p)

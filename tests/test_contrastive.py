@@ -1,0 +1,160 @@
+"""CoRe's contrastive loss: InfoNCE forms, views, sampling, α schedules, L_cl-only training."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from conftest import ROOT
+from corereg.data.manifest import load_manifest
+from corereg.data.synthetic import generate_abdomen
+from corereg.plan import deep_merge
+from corereg.training.augment import draw_affines
+from corereg.training.contrastive import (
+    bezier_intensity,
+    cl_weight,
+    info_nce,
+    sample_locations,
+    views,
+)
+
+ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
+
+
+def test_info_nce_paper_form_by_hand():
+    # inner product, tau = 1, negatives a_k and b_k (k != j) of the same image, summed
+    a = [torch.tensor([[2.0, 0.0], [1.0, 1.0]])]
+    b = [torch.tensor([[1.0, 0.0], [0.0, 2.0]])]
+    p = {
+        "cl_normalize": False,
+        "cl_negatives": "both_views",
+        "cl_reduction": "sum",
+        "cl_temperature": 1.0,
+    }
+    e = math.e
+    # anchor 0: pos a0.b0 = 2, negatives a0.a1 = 2, a0.b1 = 0; anchor 1: pos 2, negatives 2 and a1.b0 = 1
+    expected = (math.log(2 * e**2 + 1) - 2) + (math.log(2 * e**2 + e) - 2)
+    assert info_nce(a, b, p).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_info_nce_code_form_by_hand():
+    # cosine, tau = 0.5, keys = all view-B vectors of the batch (two images), mean over anchors
+    a = [torch.tensor([[3.0, 0.0]]), torch.tensor([[1.0, 1.0]])]
+    b = [torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 5.0]])]
+    p = {
+        "cl_normalize": True,
+        "cl_negatives": "view_b_batch",
+        "cl_reduction": "mean",
+        "cl_temperature": 0.5,
+    }
+    s = 1 / math.sqrt(2)  # cosines: a0.b0 = 1, a0.b1 = 0, a1.b0 = s, a1.b1 = s
+    l0 = -math.log(math.exp(2) / (math.exp(2) + math.exp(0)))
+    l1 = -math.log(math.exp(2 * s) / (math.exp(2 * s) + math.exp(2 * s)))
+    assert info_nce(a, b, p).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+
+
+class Pointwise(torch.nn.Module):
+    """A network equivariant by construction: a linear 1x1x1 map, optionally after 4x pooling."""
+
+    def __init__(self, pool: bool):
+        super().__init__()
+        self.pool = pool
+        self.lin = torch.nn.Conv3d(1, 3, 1)
+
+    def conv4(self, x):
+        return self.lin(F.avg_pool3d(x, 4) if self.pool else x)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_view_b_matches_view_a_for_an_equivariant_network(pool):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    from scipy import ndimage
+
+    img = torch.from_numpy(
+        ndimage.gaussian_filter(rng.normal(size=(48, 48, 48)), 4).astype(np.float32)
+    )[None, None]
+    net = Pointwise(pool)
+    affine = draw_affines(0.03, torch.Generator().manual_seed(1)).a1
+    a, b = views(net, img, {"cl_aug": {"geometric": True}}, torch.Generator(), 0.03, "zero", affine)
+    inner = (
+        (..., slice(3, -3), slice(3, -3), slice(3, -3))
+        if pool
+        else (..., slice(8, -8), slice(8, -8), slice(8, -8))
+    )
+    err = (a - b)[inner].abs().max() / a[inner].abs().max()
+    assert err < (0.1 if pool else 1e-4)  # exact without pooling; interpolation error with it
+
+
+def test_sampled_locations_respect_mask_and_border():
+    img = torch.full((1, 1, 64, 64, 64), -2.0)
+    img[..., 8:40, 16:56, 4:60] = 0.5  # foreground block
+    p = {"cl_border": 5, "cl_fg_threshold": -1.5, "cl_sampling_variant": "fixed"}
+    loc = sample_locations(img, (16, 16, 16), 1000, p, torch.Generator().manual_seed(0))
+    assert ((loc >= 5) & (loc <= 10)).all()
+    small = F.interpolate(img, size=(16, 16, 16), mode="trilinear", align_corners=False)[0, 0]
+    assert (small[loc[:, 0], loc[:, 1], loc[:, 2]] > -1.5).all()
+    assert len({tuple(x) for x in loc.tolist()}) == len(loc)  # unique
+    era = sample_locations(
+        img,
+        (16, 16, 16),
+        300,
+        {**p, "cl_sampling_variant": "paper_era"},
+        torch.Generator().manual_seed(0),
+    )
+    assert len(era) == 300 and ((era >= 5) & (era <= 10)).all()
+    assert (
+        len({tuple(x) for x in era.tolist()}) < 300
+    )  # duplicates weight voxels by foreground fraction
+
+
+def test_alpha_schedules():
+    linear = {"cl_weight": 10.0, "cl_weight_schedule": "linear_decay"}
+    assert cl_weight(0, 8000, linear) == 10.0
+    assert cl_weight(4000, 8000, linear) == 5.0
+    assert cl_weight(7999, 8000, linear) == pytest.approx(0.00125)
+    constant = {"cl_weight": 5.0, "cl_weight_schedule": "constant"}
+    assert {cl_weight(i, 8000, constant) for i in (0, 4000, 7999)} == {5.0}
+
+
+def test_bezier_intensity_is_monotone_and_keeps_the_range():
+    img = torch.linspace(-1, 2, 1000).view(1, 1, 10, 10, 10)
+    gen = torch.Generator().manual_seed(3)
+    out = None
+    for _ in range(10):  # probability 0.5: some draws leave the image unchanged
+        out = bezier_intensity(img, gen)
+        if not torch.equal(out, img):
+            break
+    assert not torch.equal(out, img)
+    flat = out.flatten()
+    assert (flat[1:] >= flat[:-1] - 1e-6).all()
+    assert flat.min() >= -1 - 1e-5 and flat.max() <= 2 + 1e-5
+
+
+def test_cl_only_keeps_g_frozen_during_registration_training(tmp_path):
+    from corereg.training.selftrain import Trainer, load_data
+
+    root = tmp_path / "prep"
+    generate_abdomen(root, "d", (32, 32, 32), (12.0, 12.0, 12.0), 3, 2, seed=3)
+    data = load_data(load_manifest(root), list(range(1, 14)), 1)
+    p = deep_merge(ENGINE, {"contrastive": True, "contrastive_mode": "pretrain_frozen", "cl_pretrain_iters": 2,
+                            "stages": 1, "iters_per_stage": 3, "val_every": 3, "val_pairs": 1, "adam_iters": 3,
+                            "label_crop_border": 2, "cl_border": 1, "cl_num_samples": 40})  # fmt: skip
+    snapshots = []
+
+    class Spy(Trainer):
+        def _freeze_g(self):
+            if not snapshots:
+                snapshots.append({k: v.clone() for k, v in self.net.state_dict().items()})
+            super()._freeze_g()
+
+    final = Spy(data, p, 0, torch.device("cpu"), tmp_path / "m", log=lambda *_: None).run()
+    after = torch.load(final, weights_only=False)["model"]
+    before = snapshots[0]
+    g_keys = [k for k in before if int(k.split(".")[0]) < 12]
+    p_keys = [k for k in before if int(k.split(".")[0]) >= 12 and k.endswith("weight")]
+    assert all(torch.equal(before[k], after[k]) for k in g_keys)  # weights and BN statistics
+    assert any(not torch.equal(before[k], after[k]) for k in p_keys)  # P was trained
