@@ -68,13 +68,9 @@ def test_plan_runs_and_seeds():
 
 def test_demo_preset_disables_future_methods():
     plan = Plan(load("demo"))
-    assert {r.method for r in plan.all_runs()} == {"initial", "convexadam", "bigalke", "core"}
+    assert {r.method for r in plan.all_runs()} == {"initial", "convexadam", "bigalke"}
     assert {r.variant for r in plan.all_runs() if r.method == "bigalke"} == {"default", "untrained"}
-    assert {r.dataset for r in plan.all_runs()} == {
-        "synth_abdomen",
-        "synth_chest",
-        "synth_abdomen_small",
-    }
+    assert {r.dataset for r in plan.all_runs()} == {"synth_abdomen", "synth_chest"}
 
 
 def test_plan_rejects_unknown_references():
