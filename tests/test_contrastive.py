@@ -79,7 +79,9 @@ def test_view_b_matches_view_a_for_an_equivariant_network(pool):
     )[None, None]
     net = Pointwise(pool)
     affine = draw_affines(0.03, torch.Generator().manual_seed(1)).a1
-    a, b = views(net, img, {"cl_aug": {"geometric": True}}, torch.Generator(), 0.03, "zero", affine)
+    a, b = views(
+        net, img, {"cl_aug": {"geometric": True}}, torch.Generator(), 0.03, "zero", [affine]
+    )
     inner = (
         (..., slice(3, -3), slice(3, -3), slice(3, -3))
         if pool

@@ -139,40 +139,52 @@ def info_nce(a: list[torch.Tensor], b: list[torch.Tensor], p: dict) -> torch.Ten
 
 
 # ----------------------------------------------------------------------------- the loss
-def views(net, image: torch.Tensor, p: dict, generator: torch.Generator, strength: float, pad: str,
-          affine=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(view A, view B) feature maps of one network input (1, 1, H, W, D)."""
+def views(net, images: torch.Tensor, p: dict, generator: torch.Generator, strength: float, pad: str,
+          affines=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(view A, view B) feature maps of a batch of network inputs (B, 1, H, W, D).
+
+    One ``conv4`` call per view over the whole batch, as the code does (its
+    BatchNorm statistics are batch statistics over the pairs of a training batch).
+    ``affines``: one 4x4 matrix per image (drawn if None).
+    """
     aug = p.get("cl_aug", {"geometric": True, "intensity": False})
-    x = bezier_intensity(image, generator) if aug.get("intensity") else image
-    base = net.conv4(image)
+    x = images
+    if aug.get("intensity"):
+        x = torch.cat([bezier_intensity(img[None], generator) for img in images])
+    base = net.conv4(images)
     if not aug.get("geometric", True):
         return net.conv4(x), base
-    if affine is None:
-        affine = draw_affines(strength, generator).a1
-    view_a = net.conv4(augment_image(x, affine_grid(affine, image.shape[2:], image.device), pad))
-    grid_f = affine_grid(affine, base.shape[2:], image.device)
+    if affines is None:
+        affines = [draw_affines(strength, generator).a1 for _ in range(len(images))]
+    shape, fshape = images.shape[2:], base.shape[2:]
+    moved = torch.cat([augment_image(x[k : k + 1], affine_grid(a, shape, images.device), pad)
+                       for k, a in enumerate(affines)])  # fmt: skip
+    grid_f = torch.cat([affine_grid(a, fshape, images.device) for a in affines])
     view_b = F.grid_sample(base, grid_f, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return view_a, view_b
+    return net.conv4(moved), view_b
 
 
 def contrastive_loss(
     net, pairs: list[tuple[torch.Tensor, torch.Tensor]], p: dict, generator: torch.Generator
 ) -> torch.Tensor:
     """L_c over a batch of (fixed, moving) network inputs, with independent affine draws
-    (A1 for the fixed image, A2 = A2raw·A1 for the moving one, strength ``aug_strength_cl``)."""
+    (A1 for the fixed image, A2 = A2raw·A1 for the moving one, strength ``aug_strength_cl``);
+    fixed images and moving images each pass G as one batch (4 partial passes per iteration)."""
     strength, pad = float(p.get("aug_strength_cl", 0.02)), p.get("pad_value_aug", "minimum")
     n = int(p.get("cl_num_samples", 1000))
+    affs = [draw_affines(strength, generator) for _ in pairs]
+    fixed = torch.cat([f for f, _ in pairs])
+    moving = torch.cat([m for _, m in pairs])
+    fa, fb = views(net, fixed, p, generator, strength, pad, [a.a1 for a in affs])
+    ma, mb = views(net, moving, p, generator, strength, pad, [a.a2 for a in affs])
+    shape = fa.shape[2:]
     ga, gb = [], []
-    for fixed, moving in pairs:
-        aff = draw_affines(strength, generator)
-        fa, fb = views(net, fixed, p, generator, strength, pad, aff.a1)
-        ma, mb = views(net, moving, p, generator, strength, pad, aff.a2)
-        shape = fa.shape[2:]
-        loc_f = sample_locations(fixed, shape, n, p, generator)
+    for k in range(len(pairs)):
+        loc_f = sample_locations(fixed[k : k + 1], shape, n, p, generator)
         if p.get("cl_sampling_variant", "fixed") == "paper_era":
             loc_m = loc_f[torch.randperm(len(loc_f), generator=generator).to(loc_f.device)]
         else:
-            loc_m = sample_locations(moving, shape, n, p, generator)
-        ga += [gather(fa, loc_f), gather(ma, loc_m)]
-        gb += [gather(fb, loc_f), gather(mb, loc_m)]
+            loc_m = sample_locations(moving[k : k + 1], shape, n, p, generator)
+        ga += [gather(fa[k : k + 1], loc_f), gather(ma[k : k + 1], loc_m)]
+        gb += [gather(fb[k : k + 1], loc_f), gather(mb[k : k + 1], loc_m)]
     return info_nce(ga, gb, p)
