@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -29,10 +30,11 @@ def evaluate_run(
         ["fixed", "moving"]
     )
     ident = {k: spec[k] for k in ("dataset", "method", "variant", "seed")}
+    labels_of = functools.lru_cache(maxsize=8)(manifest.load_labels)  # pairs share cases
     srows, prows = [], []
     for p in manifest.pairs("test"):
-        fixed_lab = manifest.load_labels(p["fixed"])
-        moving_lab = manifest.load_labels(p["moving"])
+        fixed_lab = labels_of(p["fixed"])
+        moving_lab = labels_of(p["moving"])
         disp = load_field(fields / field_name(p["fixed"], p["moving"]), manifest.shape)
         rows, summary = evaluate_pair(fixed_lab, moving_lab, disp, labels, manifest.spacing)
         key = {**ident, "fixed": p["fixed"], "moving": p["moving"]}

@@ -7,6 +7,7 @@ A method maps (fixed HU, moving HU) on the same grid to a Learn2Reg field
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -78,10 +79,12 @@ def register_manifest(
     if not pairs:
         raise InputError(manifest.path, f"no '{split}' pairs to register")
 
+    image = functools.lru_cache(maxsize=4)(manifest.load_image)  # pairs share cases; bounded memory
+
     def load(p):
-        fixed, affine = manifest.load_image(p["fixed"])
-        moving, _ = manifest.load_image(p["moving"])
-        return fixed, moving, affine
+        fixed, affine = image(p["fixed"])
+        moving, _ = image(p["moving"])
+        return fixed.copy(), moving.copy(), affine  # copies: a method may write into its inputs
 
     def save(p, disp, affine):
         save_field(out_dir / field_name(p["fixed"], p["moving"]), disp, affine)
