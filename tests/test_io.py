@@ -26,6 +26,12 @@ def data(tmp_path_factory):
     )
 
 
+def register_one(method, fixed, moving, out, *extra):
+    return run_cli(
+        "register", "--method", method, "--fixed", fixed, "--moving", moving, "--out", out, *extra
+    )
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match=r"nope\.nii\.gz: file does not exist"):
         load_image(tmp_path / "nope.nii.gz")
@@ -86,17 +92,7 @@ def test_cli_reports_one_line_and_writes_nothing(data, tmp_path):
     arr[3, 3, 3] = np.nan
     save_nifti(bad, arr, img.affine)
     out = tmp_path / "fields" / "disp.nii.gz"
-    proc = run_cli(
-        "register",
-        "--method",
-        "initial",
-        "--fixed",
-        m.image_path("0001"),
-        "--moving",
-        bad,
-        "--out",
-        out,
-    )
+    proc = register_one("initial", m.image_path("0001"), bad, out)
     assert proc.returncode == 1
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert err == [f"error: {bad}: image contains 1 NaN or infinite voxels"]
@@ -107,20 +103,10 @@ def test_cli_mismatched_pair_and_bad_checkpoint(data, tmp_path):
     m = load_manifest(data)
     small = tmp_path / "small.nii.gz"
     save_nifti(small, np.zeros((8, 8, 8), np.float32), np.eye(4))
-    proc = run_cli(
-        "register",
-        "--method",
-        "initial",
-        "--fixed",
-        m.image_path("0001"),
-        "--moving",
-        small,
-        "--out",
-        tmp_path / "d.nii.gz",
-    )
+    proc = register_one("initial", m.image_path("0001"), small, tmp_path / "d.nii.gz")
     assert proc.returncode == 1 and "differs from the fixed image" in proc.stderr
-    proc = run_cli("register", "--method", "convexadam", "--checkpoint", tmp_path / "none.pt", "--fixed", m.image_path("0001"),
-                   "--moving", m.image_path("0002"), "--out", tmp_path / "d.nii.gz")  # fmt: skip
+    proc = register_one("convexadam", m.image_path("0001"), m.image_path("0002"), tmp_path / "d.nii.gz",
+                        "--checkpoint", tmp_path / "none.pt")  # fmt: skip
     assert proc.returncode == 1 and "none.pt: checkpoint file does not exist" in proc.stderr
 
 

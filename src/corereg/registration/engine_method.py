@@ -66,6 +66,11 @@ class Engine(Method):
 
     # -- the set, with the reg_fac search ------------------------------------------------
     def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
+        """H (+ double warp) once per pair, then Adam in rounds of the reg_fac search.
+
+        Each pair's images are decoded once: the HU volumes and the network field are
+        kept in a temporary folder for the rounds, and only the last round's fields are
+        written as Learn2Reg files."""
         p = self.params
         with tempfile.TemporaryDirectory(prefix="corereg-engine-") as tmp:
             net_secs, cache = [], []
@@ -79,33 +84,37 @@ class Engine(Method):
                 field = self._net_field(fx, mv)
                 synchronize(self.device)
                 net_secs.append(time.perf_counter() - t0)
-                path = Path(tmp) / f"{k}.pt"
-                torch.save(field.cpu(), path)
-                cache.append((path, affine))
                 if not p.get("test_adam", True):
                     save(pair, to_voxels(field).cpu().numpy(), affine)
+                    continue
+                path = Path(tmp) / f"{k}.pt"
+                torch.save({"field": field.cpu(), "hu": tuple(h.cpu() for h in self._hu)}, path)
+                cache.append((path, affine))
             if not p.get("test_adam", True):
                 return [{"fixed": q["fixed"], "moving": q["moving"], "seconds": s, "reg_fac": float("nan")}
                         for q, s in zip(pairs, net_secs, strict=True)]  # fmt: skip
-            return self._search(pairs, load, save, cache, net_secs)
+            rows = self._search(pairs, cache, net_secs)
+            for pair, (path, affine) in zip(pairs, cache, strict=True):
+                save(pair, to_voxels(torch.load(path.with_suffix(".adam.pt"))).numpy(), affine)
+            return rows
 
-    def _round(self, pairs, load, save, cache, reg_fac):
+    def _round(self, cache, reg_fac):
+        """Adam for every cached pair at ``reg_fac``; outputs go beside the cache."""
         sd, secs = [], []
-        for k, pair in enumerate(pairs):
-            fixed, moving, _ = load(pair)
-            fx, mv = self._inputs(fixed, moving)
-            path, affine = cache[k]
-            field = torch.load(path).to(self.device)
+        for k, (path, _) in enumerate(cache):
+            entry = torch.load(path)
+            fx, mv = self._inputs(*(h[0, 0].numpy() for h in entry["hu"]))
+            field = entry["field"].to(self.device)
             synchronize(self.device)
             t0 = time.perf_counter()
             out = self._adam(fx, mv, field, reg_fac, k)
             synchronize(self.device)
             secs.append(time.perf_counter() - t0)
             sd.append(sdlogj_code_normalized(out[0].cpu().numpy()))
-            save(pair, to_voxels(out).cpu().numpy(), affine)
+            torch.save(out.cpu(), path.with_suffix(".adam.pt"))
         return float(np.mean(sd)), secs
 
-    def _search(self, pairs, load, save, cache, net_secs):
+    def _search(self, pairs, cache, net_secs):
         """reg_fac from ``reg_fac_start``: step up above the band, down below it, halving the step
         on every reversal (test.py).  Stops in the band, or after ``reg_fac_max_rounds`` rounds
         keeping the last round (reported in the log)."""
@@ -119,7 +128,7 @@ class Engine(Method):
         search = bool(p.get("reg_fac_search", True)) and band is not None
         rounds = int(p.get("reg_fac_max_rounds", 12))
         for r in range(rounds):
-            sd, adam_secs = self._round(pairs, load, save, cache, reg_fac)
+            sd, adam_secs = self._round(cache, reg_fac)
             print(f"[register] reg_fac {reg_fac:.4g}: mean SDlogJ(code) {sd:.4f}", flush=True)
             if not search or band[0] <= sd <= band[1] or r == rounds - 1:
                 break

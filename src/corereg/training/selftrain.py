@@ -63,13 +63,20 @@ def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData
 
 
 # ----------------------------------------------------------------------------- pieces
+def _squared_endpoint_error(
+    a: torch.Tensor, b: torch.Tensor, full_shape, crop: int
+) -> torch.Tensor:
+    """‖(a − b) ⊙ (D/2, W/2, H/2)‖² per voxel of two normalised half-resolution fields, border cropped:
+    the squared endpoint error in full-resolution voxels, as the code measures it."""
+    h, w, d = full_shape
+    scale = torch.tensor([d / 2.0, w / 2.0, h / 2.0], device=a.device).view(1, 3, 1, 1, 1)
+    sl = (slice(None), slice(None), *([slice(crop, -crop)] * 3))
+    return ((a[sl].float() - b[sl]) * scale).pow(2).sum(1)
+
+
 def difficulty(noadam: torch.Tensor, adam: torch.Tensor, full_shape, crop: int = 8) -> torch.Tensor:
     """Mean size of the Adam correction per pair: 1.5 · ‖Δu ⊙ (D/2, W/2, H/2)‖ on the cropped half grid."""
-    h, w, d = full_shape
-    scale = torch.tensor([d / 2.0, w / 2.0, h / 2.0]).view(1, 3, 1, 1, 1)
-    sl = (slice(None), slice(None), *([slice(crop, -crop)] * 3))
-    diff = (noadam[sl] - adam[sl]) * scale
-    return (diff.pow(2).sum(1).sqrt() * 1.5).flatten(1).mean(1)
+    return (_squared_endpoint_error(noadam, adam, full_shape, crop).sqrt() * 1.5).flatten(1).mean(1)
 
 
 def rank_weights(err: torch.Tensor) -> torch.Tensor:
@@ -82,10 +89,7 @@ def rank_weights(err: torch.Tensor) -> torch.Tensor:
 
 def registration_loss(pred, target, full_shape, kind: str = "epe", crop: int = 8) -> torch.Tensor:
     """``epe``: mean 1.5·‖(pred − target) ⊙ (D/2, W/2, H/2)‖ (the code); ``mse``: its squared mean (paper Eq. 2)."""
-    h, w, d = full_shape
-    scale = torch.tensor([d / 2.0, w / 2.0, h / 2.0], device=pred.device).view(1, 3, 1, 1, 1)
-    sl = (slice(None), slice(None), *([slice(crop, -crop)] * 3))
-    sq = ((pred[sl].float() - target[sl]) * scale).pow(2).sum(1)
+    sq = _squared_endpoint_error(pred, target, full_shape, crop)
     if kind == "epe":
         return (sq.sqrt() * 1.5).mean()
     if kind == "mse":
@@ -173,8 +177,7 @@ class Trainer:
         for i in range(iters):
             idx = torch.multinomial(torch.ones(len(self.d.train_pairs)), int(p.get("batch_size", 2)), replacement=True,
                                     generator=self.gens["sample"])  # fmt: skip
-            originals = [tuple(prepare_input(x, p, self.clamp_train) for x in self._pair(*self.d.train_pairs[k]))
-                         for k in idx.tolist()]  # fmt: skip
+            originals = [self._train_inputs(k) for k in idx.tolist()]
             opt.zero_grad(set_to_none=True)
             loss = contrastive_loss(self.net, originals, p, self.gens["aug"])
             loss.backward()
@@ -239,6 +242,13 @@ class Trainer:
     def _pair(self, f, m):
         return self.d.images[f].to(self.device), self.d.images[m].to(self.device)
 
+    def _train_inputs(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network inputs (HU · scale, ``clamp_train``) of training pair k on the device."""
+        fx, mv = self._pair(*self.d.train_pairs[k])
+        return prepare_input(fx, self.p, self.clamp_train), prepare_input(
+            mv, self.p, self.clamp_train
+        )
+
     def _update_labels(self, net, stage: int) -> None:
         t0 = time.perf_counter()
         noadam, adam = [], []
@@ -284,12 +294,7 @@ class Trainer:
         )
         fs, ms, ts, originals = [], [], [], []
         for k in idx.tolist():
-            f, m = self.d.train_pairs[k]
-            fx, mv = self._pair(f, m)
-            fx, mv = (
-                prepare_input(fx, p, self.clamp_train),
-                prepare_input(mv, p, self.clamp_train),
-            )
+            fx, mv = self._train_inputs(k)
             originals.append((fx, mv))
             with torch.no_grad():
                 fa, ma, lab = augment_pair(fx, mv, self.labels[k : k + 1].to(self.device), p.get("aug_strength_reg", 0.05),
