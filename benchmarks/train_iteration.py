@@ -58,9 +58,19 @@ def main() -> None:
         base = deep_merge(engine, {"label_crop_border": crop, "cl_num_samples": a.samples,
                                    "cl_border": min(5, a.shape[0] // 16)})  # fmt: skip
         reg = time_steps(data, {**base, "contrastive": False}, device, a.iters)
-        core = time_steps(data, {**base, "contrastive": True}, device, a.iters)
-    print(f"{describe(device)} {tuple(a.shape)}: bigalke {reg:.3f} s/iteration, core {core:.3f} s/iteration, "
-          f"overhead {100 * (core / reg - 1):.0f} %")  # fmt: skip
+        print(
+            f"{describe(device)} {tuple(a.shape)}, {a.threads} threads: bigalke {reg:.3f} s/iteration"
+        )
+        for views, grad in (
+            ("separate", True),
+            ("listing1", True),
+            ("listing1", False),
+            ("separate", False),
+        ):
+            params = {**base, "contrastive": True, "cl_views": views, "cl_view_b_grad": grad}
+            core = time_steps(data, params, device, a.iters)
+            print(f"  core cl_views={views:8s} cl_view_b_grad={str(grad).lower():5s}: {core:.3f} s/iteration, "
+                  f"overhead {100 * (core / reg - 1):.0f} %")  # fmt: skip
 
 
 if __name__ == "__main__":

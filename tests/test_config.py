@@ -66,11 +66,30 @@ def test_plan_runs_and_seeds():
     assert plan.stage_input("abdomen", "prepare") == ["data/abdomen/raw"]
 
 
-def test_demo_preset_disables_future_methods():
+def test_demo_preset_runs_core_and_disables_future_methods():
     plan = Plan(load("demo"))
-    assert {r.method for r in plan.all_runs()} == {"initial", "convexadam", "bigalke"}
+    assert {r.method for r in plan.all_runs()} == {"initial", "convexadam", "bigalke", "core"}
     assert {r.variant for r in plan.all_runs() if r.method == "bigalke"} == {"default", "untrained"}
     assert {r.dataset for r in plan.all_runs()} == {"synth_abdomen", "synth_chest"}
+    # CoRe rows of every artifact: Table 1 on both sets, the ablations on the abdomen-like set
+    core = {(r.dataset, r.variant) for r in plan.all_runs() if r.method == "core"}
+    assert {
+        ("synth_chest", "default"),
+        ("synth_abdomen", "default"),
+        ("synth_abdomen", "cl_only"),
+    } <= core
+    assert {v for d, v in core if d == "synth_abdomen"} == {
+        "default",
+        "cl_only",
+        "aug_none",
+        "aug_ti",
+        "aug_both",
+        "alpha_0",
+        "alpha_1",
+        "alpha_5",
+        "alpha_20",
+    }
+    assert all(plan.method_params("core", v)["contrastive"] for _, v in core)
 
 
 def test_plan_rejects_unknown_references():
@@ -128,7 +147,7 @@ def test_snakemake_stops_at_start_up_naming_the_key(tmp_path):
 def test_every_rule_declares_log_benchmark_resources_and_env():
     text = "".join(p.read_text() for p in sorted(Path(ROOT, "workflow/rules").glob("*.smk")))
     blocks = [b for b in text.split("\nrule ")[1:] if "shell:" in b]
-    assert len(blocks) == 9
+    assert len(blocks) == 10
     for b in blocks:
         name = b.split(":")[0]
         for key in (

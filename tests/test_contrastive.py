@@ -11,11 +11,16 @@ import yaml
 from conftest import ROOT
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
+from corereg.errors import CoreregError, NotImplementedYet
 from corereg.plan import deep_merge
-from corereg.training.augment import draw_affines
+from corereg.registration.network import FeatureNet
+from corereg.training.augment import affine_grid, augment_image, draw_affines
 from corereg.training.contrastive import (
     bezier_intensity,
+    check_params,
     cl_weight,
+    contrastive_loss_listing1,
+    gather,
     info_nce,
     sample_locations,
     views,
@@ -160,3 +165,99 @@ def test_cl_only_keeps_g_frozen_during_registration_training(tmp_path):
     p_keys = [k for k in before if int(k.split(".")[0]) >= 12 and k.endswith("weight")]
     assert all(torch.equal(before[k], after[k]) for k in g_keys)  # weights and BN statistics
     assert any(not torch.equal(before[k], after[k]) for k in p_keys)  # P was trained
+
+
+def _smooth_image(shape=(48, 48, 48), seed=0):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(ndimage.gaussian_filter(rng.normal(size=shape), 4).astype(np.float32))[
+        None, None
+    ]
+
+
+def test_after_conv4_completes_the_forward_pass():
+    torch.manual_seed(0)
+    net = FeatureNet().eval()
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net.after_conv4(net.conv4(x)), net(x), atol=1e-6)
+
+
+def test_listing1_view_b_matches_the_registration_view_for_an_equivariant_network():
+    """Listing 1: view A is the conv4 output of the registration input (the image moved by
+    the registration affine); view B moves the original's features by the same affine."""
+    torch.manual_seed(0)
+    net = Pointwise(False)
+    fixed, moving = _smooth_image(seed=0), _smooth_image(seed=1)
+    aff = draw_affines(0.03, torch.Generator().manual_seed(1))
+    shape = fixed.shape[2:]
+    fa = net.conv4(augment_image(fixed, affine_grid(aff.a1, shape, "cpu"), "zero"))
+    ma = net.conv4(augment_image(moving, affine_grid(aff.a2, shape, "cpu"), "zero"))
+    # the loss is InfoNCE between view A and the original's features moved by the same affines
+    p = {
+        "cl_aug": {"geometric": True},
+        "cl_num_samples": 100,
+        "cl_border": 8,
+        "cl_fg_threshold": -1e9,
+    }
+    loss = contrastive_loss_listing1(
+        net, fa, ma, [(fixed, moving)], [aff], p, torch.Generator().manual_seed(0)
+    )
+    gen = torch.Generator().manual_seed(0)
+    fshape = fa.shape[2:]
+    fb = F.grid_sample(net.conv4(fixed), affine_grid(aff.a1, fshape, "cpu"), align_corners=False)
+    mb = F.grid_sample(net.conv4(moving), affine_grid(aff.a2, fshape, "cpu"), align_corners=False)
+    loc_f = sample_locations(fixed, fshape, 100, p, gen)
+    loc_m = sample_locations(moving, fshape, 100, p, gen)
+    expected = info_nce(
+        [gather(fa, loc_f), gather(ma, loc_m)], [gather(fb, loc_f), gather(mb, loc_m)], p
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # and directly: the transformed original features equal the features of the moved image
+    base = F.grid_sample(net.conv4(fixed), affine_grid(aff.a1, shape, "cpu"), align_corners=False)
+    inner = (..., slice(8, -8), slice(8, -8), slice(8, -8))
+    assert (base - fa)[inner].abs().max() / fa[inner].abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_view_b_gradient_switch(grad):
+    torch.manual_seed(0)
+    net = FeatureNet()
+    img = torch.randn(1, 1, 32, 32, 32)
+    p = {"cl_aug": {"geometric": True}, "cl_view_b_grad": grad}
+    a, b = views(net, img, p, torch.Generator().manual_seed(0), 0.02, "minimum")
+    assert a.requires_grad
+    assert b.requires_grad is grad
+
+
+def test_contrastive_switches_that_are_not_implemented_are_refused():
+    base = {"cl_aug": {"geometric": True, "intensity": False}}
+    check_params(base)
+    check_params({**base, "cl_views": "listing1"})
+    with pytest.raises(NotImplementedYet):
+        check_params({"cl_aug": {"geometric": False, "deformable": True}})
+    with pytest.raises(NotImplementedYet):
+        check_params({**base, "cl_feature_layer": "post_relu_proj"})
+    with pytest.raises(CoreregError, match="listing1"):
+        check_params({"cl_aug": {"geometric": True, "intensity": True}, "cl_views": "listing1"})
+    with pytest.raises(CoreregError, match="cl_views"):
+        check_params({**base, "cl_views": "both"})
+
+
+@pytest.mark.parametrize("views_mode,grad", [("listing1", False), ("listing1", True)])
+def test_listing1_training_is_deterministic_and_trains_g(tmp_path, views_mode, grad):
+    from corereg.training.selftrain import Trainer, load_data
+
+    root = tmp_path / "prep"
+    generate_abdomen(root, "d", (32, 32, 32), (12.0, 12.0, 12.0), 3, 2, seed=3)
+    data = load_data(load_manifest(root), list(range(1, 14)), 1)
+    p = deep_merge(ENGINE, {"contrastive": True, "cl_views": views_mode, "cl_view_b_grad": grad, "stages": 1,
+                            "iters_per_stage": 2, "val_every": 2, "val_pairs": 1, "adam_iters": 2,
+                            "label_crop_border": 2, "cl_border": 1, "cl_num_samples": 40})  # fmt: skip
+    runs = []
+    for k in range(2):
+        tr = Trainer(data, p, 0, torch.device("cpu"), tmp_path / f"m{k}", log=lambda *_: None)
+        runs.append(torch.load(tr.run(), weights_only=False)["model"])
+        assert all(np.isfinite(r["loss"]) and np.isfinite(r["loss_cl"]) for r in tr.rows)
+    assert all(torch.equal(runs[0][key], runs[1][key]) for key in runs[0])

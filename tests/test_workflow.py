@@ -110,6 +110,14 @@ def test_tiny_end_to_end(tiny_run):
     assert (core_log.alpha == 5.0).all() and core_log.loss_cl.notna().all()
     md = (res / "tables" / "table1.md").read_text()
     assert "| DEEDs | not run |" in md and "| CoRe | " in md and "| Initial | " in md
+    for name in (
+        "table1",
+        "table2",
+        "table3",
+    ):  # every table states its seeds and CoRe's alpha schedule
+        note = (res / "tables" / f"{name}.md").read_text()
+        assert "Seeds of trainable methods: 1 (0)." in note
+        assert "α_i = 10·(1 − i/T), T = 3 (the code's linear decay)" in note
     pairs = pd.read_csv(
         res / "metrics/synth_abdomen/convexadam/default/seed0/pairs.csv", dtype={"fixed": str}
     )

@@ -20,6 +20,9 @@ from corereg.errors import CoreregError
 TABLES = ("table1", "table2", "table3")
 FIGURES = ("fig3", "fig4a", "fig4b")
 REAL_SOURCES = {"abdomenctct": ("download",), "radchestct": ("download", "convert", "label")}
+# Pair counts of the paper (ALGORITHM.md §9 / DATA.md), shown beside ours in the report.
+PAPER_COUNTS = {"abdomen": {"train pairs": 190, "test pairs": 45},
+                "radchest": {"train pairs": 300, "test pairs": 71}}  # fmt: skip
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -169,7 +172,36 @@ class Plan:
         return [f"{self.results}/figures/{artifact}.{ext}" for ext in ("png", "pdf")]
 
     def all_targets(self) -> list[str]:
-        return [p for a in (*TABLES, *FIGURES) for p in self.artifact_outputs(a)]
+        return [
+            *(p for a in (*TABLES, *FIGURES) for p in self.artifact_outputs(a)),
+            self.report_output(),
+        ]
+
+    def report_output(self) -> str:
+        return f"{self.results}/report/index.html"
+
+    def report_inputs(self) -> dict[str, list[str]]:
+        return {"tables": [f"{self.results}/tables/{t}.md" for t in TABLES],
+                "figures": [f"{self.results}/figures/{f}.png" for f in FIGURES]}  # fmt: skip
+
+    def report_spec(self) -> dict:
+        used = {ds for art in self.cfg["artifacts"].values() for ds in art["datasets"]}
+        datasets = {}
+        for key in sorted(used):
+            ds = self.cfg["datasets"][key]
+            datasets[key] = {"display": ds["display"], "source": ds["source"], "prepared": self.prepared(key),
+                             "paper_counts": PAPER_COUNTS.get(ds.get("paper_key"))}  # fmt: skip
+        methods = {name: {"params": m.get("params", {}), "variants": m.get("variants", {})}
+                   for name, m in self.cfg["methods"].items() if m.get("enabled", True)}  # fmt: skip
+        return {
+            "title": "CoRe reproduction report",
+            "datasets": datasets,
+            "seeds": list(self.cfg["seeds"]),
+            "engine": self.cfg.get("engine", {}),
+            "methods": methods,
+            "gpu_rules": {r: int(self.resources(r)["gpu"]) for r in self.cfg["resources"]},
+            "figure_titles": {f: self.cfg["artifacts"][f]["title"] for f in FIGURES},
+        }
 
     # ------------------------------------------------------------------ data stages
     def source_kind(self, dataset: str) -> str:
@@ -230,7 +262,9 @@ class Plan:
         spec["seeds"] = list(self.cfg["seeds"])
         if "core" in self.cfg["methods"]:
             cp = self.method_params("core")
-            spec["cl"] = {"schedule": cp.get("cl_weight_schedule"), "weight": cp.get("cl_weight")}
+            spec["cl"] = {k: cp.get(f"cl_{k}") for k in ("weight_schedule", "weight", "views", "view_b_grad",
+                                                          "normalize", "negatives", "reduction")}  # fmt: skip
+            spec["cl"]["iterations"] = int(cp.get("stages", 0)) * int(cp.get("iters_per_stage", 0))
         if art.get("caption"):
             spec["caption"] = art["caption"]
         if art.get("reference"):

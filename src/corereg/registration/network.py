@@ -6,7 +6,7 @@ P (conv-BN-ReLU stride 2, then a 1x1x1 conv to 16 channels).  Named views:
 * ``forward``: P(G(x)), 16 channels at 1/8 resolution (input of H);
 * ``g2``: modules 0..5, 64 channels at 1/2 (instance optimisation);
 * ``conv4``: modules 0..9, the raw 4th convolution before its BN, 128 channels
-  at 1/4 (the contrastive loss).
+  at 1/4 (the contrastive loss); ``after_conv4`` runs the rest.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ class FeatureNet(nn.Sequential):
 
     def conv4(self, x: torch.Tensor) -> torch.Tensor:
         return self.prefix(x, 10)
+
+    def after_conv4(self, c4: torch.Tensor) -> torch.Tensor:
+        """Modules 10.. applied to a ``conv4`` output: ``after_conv4(conv4(x)) == forward(x)``."""
+        for module in list(self._modules.values())[10:]:
+            c4 = module(c4)
+        return c4
 
 
 def build(params: dict) -> FeatureNet:

@@ -165,13 +165,20 @@ def _footnote(spec, table) -> str:
         )
     if spec.get("cl"):
         cl = spec["cl"]
-        form = (
-            "10·(1 − i/T) style linear decay from"
-            if cl["schedule"] == "linear_decay"
-            else "constant"
+        alpha = (
+            f"α_i = {cl['weight']:g}·(1 − i/T), T = {cl['iterations']} (the code's linear decay)"
+            if cl["weight_schedule"] == "linear_decay"
+            else f"constant α = {cl['weight']:g} (the paper)"
         )
+        views = {
+            "separate": "own affine draw per view (code)",
+            "listing1": "registration input as view A (Listing 1)",
+        }
         parts.append(
-            f"CoRe contrastive weight: {form} α = {cl['weight']:g} (variants may override)."
+            f"CoRe: {alpha}; views: {views.get(cl['views'], cl['views'])}"
+            + ("" if cl["view_b_grad"] else ", view B without gradient")
+            + f"; InfoNCE: {'cosine' if cl['normalize'] else 'inner product'}, negatives {cl['negatives']}, "
+            f"{cl['reduction']} (variants override as their labels say)."
         )
     if any(d.get("synthetic") for d in spec["datasets"]):
         parts.append(

@@ -75,8 +75,9 @@ def adjust_label_exact(label: torch.Tensor, aff: Affines) -> torch.Tensor:
     return (mapped - g0).permute(0, 4, 1, 2, 3)
 
 
-def augment_pair(fixed, moving, label, strength, generator, composition="code", pad="minimum"):
-    """Augmented (fixed, moving, label); images (1, 1, H, W, D), label (1, 3, H/2, W/2, D/2)."""
+def augment_pair(fixed, moving, label, strength, generator, composition="code", pad="minimum",
+                 return_affines=False):  # fmt: skip
+    """Augmented (fixed, moving, label[, affines]); images (1, 1, H, W, D), label (1, 3, H/2, W/2, D/2)."""
     full_shape = fixed.shape[2:]
     aff = draw_affines(strength, generator)
     dev = fixed.device
@@ -88,4 +89,4 @@ def augment_pair(fixed, moving, label, strength, generator, composition="code", 
         lab = adjust_label_exact(label, aff)
     else:
         raise ValueError(f"aug_label_composition must be 'code' or 'exact', not '{composition}'")
-    return f, m, lab
+    return (f, m, lab, aff) if return_affines else (f, m, lab)

@@ -13,7 +13,14 @@ difference is a key of ``engine``:
 * ``cl_weight_schedule`` (code ``linear_decay`` 10·(1 − i/T), paper ``constant`` α),
 * ``cl_sampling_variant`` (``fixed``: unique foreground feature voxels per image;
   ``paper_era``: the fixed image's full-resolution mask divided by 4, duplicates
-  weighting voxels by foreground fraction, the moving image reusing the locations).
+  weighting voxels by foreground fraction, the moving image reusing the locations),
+* ``cl_views`` (code ``separate``: an independent affine draw of strength
+  ``aug_strength_cl`` and two extra ``conv4`` passes per image; ``listing1``: the
+  paper's Listing 1, view A is the registration forward's own ``conv4`` output of
+  the registration-augmented image, view B the original's features moved by the
+  registration augmentation, one extra pass per image),
+* ``cl_view_b_grad`` (code ``true``; ``false`` treats view B as a fixed target:
+  its pass runs without gradient, which makes ``listing1`` cost one forward pass).
 
 Image and feature grids are transformed consistently: the same normalised affine
 (align_corners=False) is sampled at image and at feature resolution, so a
@@ -139,6 +146,35 @@ def info_nce(a: list[torch.Tensor], b: list[torch.Tensor], p: dict) -> torch.Ten
 
 
 # ----------------------------------------------------------------------------- the loss
+def _base(net, images: torch.Tensor, p: dict) -> torch.Tensor:
+    """G's conv4 output of the original images (the source of view B)."""
+    if p.get("cl_view_b_grad", True):
+        return net.conv4(images)
+    with torch.no_grad():
+        return net.conv4(images)
+
+
+def check_params(p: dict) -> None:
+    """Reject contrastive settings that are named in the config but not implemented."""
+    from corereg.errors import CoreregError, NotImplementedYet
+
+    aug = p.get("cl_aug", {})
+    if aug.get("deformable"):
+        raise NotImplementedYet(
+            "the code-only deformable contrastive view (engine.cl_aug.deformable)"
+        )
+    if p.get("cl_feature_layer", "conv4_pre_bn") != "conv4_pre_bn":
+        raise NotImplementedYet(
+            f"engine.cl_feature_layer '{p['cl_feature_layer']}' (only conv4_pre_bn)"
+        )
+    mode = p.get("cl_views", "separate")
+    if mode not in ("separate", "listing1"):
+        raise CoreregError(f"engine.cl_views must be 'separate' or 'listing1', not '{mode}'")
+    if mode == "listing1" and (aug.get("intensity") or not aug.get("geometric", True)):
+        raise CoreregError("engine.cl_views 'listing1' takes view A from the registration input, which has only "
+                           "the geometric augmentation: it needs cl_aug {geometric: true, intensity: false}")  # fmt: skip
+
+
 def views(net, images: torch.Tensor, p: dict, generator: torch.Generator, strength: float, pad: str,
           affines=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(view A, view B) feature maps of a batch of network inputs (B, 1, H, W, D).
@@ -151,7 +187,7 @@ def views(net, images: torch.Tensor, p: dict, generator: torch.Generator, streng
     x = images
     if aug.get("intensity"):
         x = torch.cat([bezier_intensity(img[None], generator) for img in images])
-    base = net.conv4(images)
+    base = _base(net, images, p)
     if not aug.get("geometric", True):
         return net.conv4(x), base
     if affines is None:
@@ -171,15 +207,38 @@ def contrastive_loss(
     (A1 for the fixed image, A2 = A2raw·A1 for the moving one, strength ``aug_strength_cl``);
     fixed images and moving images each pass G as one batch (4 partial passes per iteration)."""
     strength, pad = float(p.get("aug_strength_cl", 0.02)), p.get("pad_value_aug", "minimum")
-    n = int(p.get("cl_num_samples", 1000))
     affs = [draw_affines(strength, generator) for _ in pairs]
     fixed = torch.cat([f for f, _ in pairs])
     moving = torch.cat([m for _, m in pairs])
     fa, fb = views(net, fixed, p, generator, strength, pad, [a.a1 for a in affs])
     ma, mb = views(net, moving, p, generator, strength, pad, [a.a2 for a in affs])
+    return _sampled_loss(fa, fb, ma, mb, fixed, moving, p, generator)
+
+
+def contrastive_loss_listing1(net, view_a_fixed: torch.Tensor, view_a_moving: torch.Tensor,
+                              pairs: list[tuple[torch.Tensor, torch.Tensor]], affines, p: dict,
+                              generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """L_c with the paper's Listing 1 views: view A is the registration forward's conv4
+    output of the augmented batch (passed in, so it costs nothing), view B the
+    original images' conv4 output moved by the same affines (A1 fixed, A2 moving)."""
+    fixed = torch.cat([f for f, _ in pairs])
+    moving = torch.cat([m for _, m in pairs])
+    fshape = view_a_fixed.shape[2:]
+    out = []
+    for images, mats in ((fixed, [a.a1 for a in affines]), (moving, [a.a2 for a in affines])):
+        grid = torch.cat([affine_grid(a, fshape, images.device) for a in mats])
+        base = _base(net, images, p)
+        out.append(F.grid_sample(base, grid, mode="bilinear", padding_mode="zeros",
+                                 align_corners=False))  # fmt: skip
+    return _sampled_loss(view_a_fixed, out[0], view_a_moving, out[1], fixed, moving, p, generator)
+
+
+def _sampled_loss(fa, fb, ma, mb, fixed, moving, p, generator) -> torch.Tensor:
+    n = int(p.get("cl_num_samples", 1000))
     shape = fa.shape[2:]
+    pairs = range(len(fixed))
     ga, gb = [], []
-    for k in range(len(pairs)):
+    for k in pairs:
         loc_f = sample_locations(fixed[k : k + 1], shape, n, p, generator)
         if p.get("cl_sampling_variant", "fixed") == "paper_era":
             loc_m = loc_f[torch.randperm(len(loc_f), generator=generator).to(loc_f.device)]

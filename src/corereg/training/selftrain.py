@@ -29,7 +29,12 @@ from corereg.registration import network
 from corereg.registration.fields import warp
 from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
 from corereg.training.augment import augment_pair
-from corereg.training.contrastive import cl_weight, contrastive_loss
+from corereg.training.contrastive import (
+    check_params,
+    cl_weight,
+    contrastive_loss,
+    contrastive_loss_listing1,
+)
 
 CKPT = "checkpoint.pt"
 
@@ -123,6 +128,9 @@ class Trainer:
             )
         self._joint = bool(params.get("contrastive")) and mode == "joint"
         self._frozen = bool(params.get("contrastive")) and mode == "pretrain_frozen"
+        if params.get("contrastive"):
+            check_params(params)
+        self._listing1 = self._joint and params.get("cl_views", "separate") == "listing1"
         self.last_cl = float("nan")
         self.total = self.stages * self.ips
         self.rows: list[dict] = []
@@ -292,18 +300,20 @@ class Trainer:
             replacement=True,
             generator=self.gens["sample"],
         )
-        fs, ms, ts, originals = [], [], [], []
+        fs, ms, ts, originals, affs = [], [], [], [], []
         for k in idx.tolist():
             fx, mv = self._train_inputs(k)
             originals.append((fx, mv))
             with torch.no_grad():
-                fa, ma, lab = augment_pair(fx, mv, self.labels[k : k + 1].to(self.device), p.get("aug_strength_reg", 0.05),
-                                           self.gens["aug"], p.get("aug_label_composition", "code"),
-                                           p.get("pad_value_aug", "minimum"))  # fmt: skip
+                fa, ma, lab, aff = augment_pair(fx, mv, self.labels[k : k + 1].to(self.device),
+                                                p.get("aug_strength_reg", 0.05), self.gens["aug"],
+                                                p.get("aug_label_composition", "code"), p.get("pad_value_aug", "minimum"),
+                                                return_affines=True)  # fmt: skip
+            affs.append(aff)
             fs.append(fa)
             ms.append(ma)
             ts.append(lab)
-        return torch.cat(fs), torch.cat(ms), torch.cat(ts), originals
+        return torch.cat(fs), torch.cat(ms), torch.cat(ts), originals, affs
 
     def step(self, i: int) -> float:
         from corereg.registration import convex
@@ -313,10 +323,14 @@ class Trainer:
         self.net.train(not bn_quirk)
         if self._frozen:
             self._freeze_g()
-        fx, mv, target, originals = self._batch()
+        fx, mv, target, originals, affs = self._batch()
         self.opt.zero_grad(set_to_none=True)
         with autocast(self.device, p.get("amp", True)):
-            ff, fm = self.net(fx), self.net(mv)
+            if self._listing1:  # keep the conv4 outputs: they are view A of the contrastive loss
+                c4f, c4m = self.net.conv4(fx), self.net.conv4(mv)
+                ff, fm = self.net.after_conv4(c4f), self.net.after_conv4(c4m)
+            else:
+                ff, fm = self.net(fx), self.net(mv)
         half_shape = tuple(n // 2 for n in self.d.shape)
         pred = convex.optimise(ff, fm, half_shape, False, p)
         loss = registration_loss(
@@ -325,7 +339,12 @@ class Trainer:
         self.last_cl = float("nan")
         if self._joint:
             with autocast(self.device, p.get("amp", True)):
-                lc = contrastive_loss(self.net, originals, p, self.gens["aug"])
+                if self._listing1:
+                    lc = contrastive_loss_listing1(
+                        self.net, c4f, c4m, originals, affs, p, self.gens["aug"]
+                    )
+                else:
+                    lc = contrastive_loss(self.net, originals, p, self.gens["aug"])
             self.last_cl = float(lc.detach())
             loss = loss + cl_weight(i, self.total, p) * lc
         self.scaler.scale(loss).backward()
