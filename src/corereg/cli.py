@@ -142,6 +142,38 @@ def cmd_figure(a) -> None:
         fig3_from_spec(spec, a.out)
 
 
+def cmd_plan(a) -> None:
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    from corereg.estimate import render
+    from corereg.plan import Plan, deep_merge
+
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "config.yaml", *map(Path, a.configfile or [])]
+    config: dict = {}
+    for f in files:
+        try:
+            config = deep_merge(config, yaml.safe_load(f.read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise CoreregError(
+                f"{f}: not a readable YAML config ({exc.__class__.__name__})"
+            ) from exc
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        raise CoreregError(f"config: {'.'.join(map(str, e.path)) or '<root>'}: {e.message}")
+    print(render(Plan(config)))
+
+
+def cmd_report(a) -> None:
+    from corereg.report.html import build_report
+
+    out = build_report(_spec(a.spec), a.tables, a.figures, a.results, a.out)
+    print(f"[report] wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corereg", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"corereg {__version__}")
@@ -209,12 +241,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--logs", nargs="*", default=[], help="LABEL=train_log.csv")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_figure)
+
+    s = sub.add_parser(
+        "plan", help="jobs per rule, GPU-hours and disk of a configuration (before a run)"
+    )
+    s.add_argument(
+        "--configfile", nargs="*", help="presets merged over config.yaml, as for snakemake"
+    )
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("report", help="the reproduction report: one self-contained HTML page")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--tables", nargs="+", required=True, help="tables/*.md")
+    s.add_argument("--figures", nargs="*", default=[], help="figures/*.png")
+    s.add_argument("--results", required=True, help="results folder (benchmarks/, metrics/)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_report)
     return p
+
+
+def _context(verb: str) -> str:
+    """Where this step runs: host, scheduler job and the GPUs the scheduler granted."""
+    import os
+    import socket
+
+    env = os.environ
+    job = f", SLURM job {env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else ""
+    gpus = env.get("CUDA_VISIBLE_DEVICES", "<unset>")
+    return f"[corereg {verb}] corereg {__version__} on {socket.gethostname()}{job}, CUDA_VISIBLE_DEVICES={gpus}"
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
+    if args.verb != "plan":  # rule entry points: where the step ran (stdout; stderr keeps the one-line errors)
+        print(_context(args.verb), flush=True)
     try:
         args.func(args)
     except CoreregError as exc:

@@ -86,3 +86,31 @@ rule fig4a:
 rule fig4b:
     input:
         plan.artifact_outputs("fig4b"),
+
+
+rule report_html:
+    input:
+        **plan.report_inputs(),
+    output:
+        plan.report_output(),
+    log:
+        f"{RESULTS}/logs/report/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/report.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("report", "threads")
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    params:
+        spec=lambda w: plan.quote(plan.report_spec()),
+    shell:
+        "python -m corereg report --spec {params.spec} --tables {input.tables} --figures {input.figures}"
+        " --results {RESULTS} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        plan.report_output(),

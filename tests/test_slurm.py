@@ -1,0 +1,84 @@
+"""The SLURM profile on a real (single-node) SLURM cluster: ``tests/slurm_cluster.py``.
+
+Runs the tiny preset through ``profiles/slurm`` with the executor plugin, the way a
+cluster user would, with only what this machine forces changed in a copy of the
+profile (no conda channels here; the test cluster's partition is ``debug``).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import BIN, ROOT
+from slurm_cluster import PARTITION, ClusterError, SlurmCluster, missing_packages
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if missing_packages() and (os.geteuid() != 0 or shutil.which("apt-get") is None):
+        pytest.skip(f"SLURM packages {missing_packages()} missing and not installable here")
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.up()
+    except ClusterError as exc:
+        pytest.fail(f"could not start the test SLURM cluster: {exc}")
+    yield c
+    c.down()
+
+
+def test_cluster_grants_gpus_only_when_asked(cluster):
+    def run(*args):
+        return subprocess.run(["srun", "-p", PARTITION, "-t", "1", *args, "bash", "-c", "echo ${CUDA_VISIBLE_DEVICES-unset}"],
+                              capture_output=True, text=True, timeout=60).stdout.strip()  # fmt: skip
+
+    assert run("--gpus=1") in ("0", "1")
+    assert run() == "unset"
+
+
+def test_tiny_preset_through_the_slurm_profile(cluster, tmp_path):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    cfg = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    assert cfg["executor"] == "slurm" and cfg["rerun-incomplete"] and cfg["retries"] >= 1
+    cfg["use-conda"] = False  # no conda channel can be reached from the test machines
+    cfg["default-resources"]["slurm_partition"] = PARTITION
+    cfg["slurm-init-seconds-before-status-checks"] = 2
+    cfg["seconds-between-status-checks"] = 5
+    (profile / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = tmp_path / "results"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = ["timeout", "-s", "INT", "-k", "30", "1200", str(BIN / "snakemake"), "--profile", str(profile),
+           "--configfile", "workflow/presets/tiny.yaml", "tests/slurm/override.yaml",
+           "--config", f"results={res}", f"data_root={tmp_path / 'data'}", "--jobs", "4"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1300)
+    assert proc.returncode == 0, (
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{cluster.log_tail()}"
+    )
+    assert re.search(r"Job \d+ has been submitted with SLURM jobid \d+", proc.stderr + proc.stdout)
+    for name in ("table1", "table2", "table3"):
+        table = pd.read_csv(res / "tables" / f"{name}.csv")
+        assert (
+            (table[table.row == "Initial"].status == "ok").all() if name == "table1" else len(table)
+        )
+    assert (res / "figures" / "fig4a.png").is_file()
+    # every step ran inside a SLURM job; GPU rules got a GPU, CPU rules none
+    gpu_logs = list((res / "logs" / "train").rglob("*.log")) + list(
+        (res / "logs" / "register").rglob("*.log")
+    )
+    cpu_logs = list((res / "logs" / "prepare").rglob("*.log")) + list(
+        (res / "logs" / "evaluate").rglob("*.log")
+    )
+    assert gpu_logs and cpu_logs
+    for log in gpu_logs:
+        head = log.read_text().splitlines()[0]
+        assert "SLURM job" in head and re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", head), (log, head)
+    for log in cpu_logs:
+        head = log.read_text().splitlines()[0]
+        assert "SLURM job" in head and "CUDA_VISIBLE_DEVICES=<unset>" in head, (log, head)
