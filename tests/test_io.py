@@ -84,6 +84,23 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_outputs_get_the_umask_mode_not_the_temp_file_mode(tmp_path):
+    import os
+
+    from corereg.io import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
 def test_cli_reports_one_line_and_writes_nothing(data, tmp_path):
     m = load_manifest(data)
     bad = tmp_path / "bad.nii.gz"

@@ -26,7 +26,8 @@ def test_paper_dry_run_lists_every_step():
     assert counts["train"] == 3 * (2 * (6 + 1 + 3) + 6)
     # + initial, convexadam, deeds, niftyreg, unigradicon, samconvex once per dataset
     assert counts["register"] == counts["evaluate"] == counts["train"] + 2 * 6
-    assert counts["table"] == 3 and counts["figure"] == 3
+    assert counts["table"] == 3 and counts["figure"] == 3 and counts["report_html"] == 1
+    assert "/tmp/corereg-dry/report/index.html" in proc.stdout
     for target in ("tables/table1.md", "tables/table2.tex", "tables/table3.csv",
                    "figures/fig3.pdf", "figures/fig4a.png", "figures/fig4b.png"):  # fmt: skip
         assert target in proc.stdout
@@ -41,6 +42,16 @@ def test_one_table_runs_only_what_it_needs():
     # bigalke (L_reg only) and core default + cl_only, 2 datasets x 3 seeds
     assert counts["train"] == 18 and counts["register"] == 18
     assert "table1" not in proc.stdout.replace("rule table1", "")
+    # nothing that only Table 3 (augmentation variants) or Figure 4a (alpha sweep) needs
+    for only_elsewhere in (
+        "aug_none",
+        "aug_ti",
+        "aug_both",
+        "alpha_5",
+        "convexadam",
+        "tables/table3",
+    ):
+        assert only_elsewhere not in proc.stdout, only_elsewhere
     by_path = run_snakemake("-n", "/tmp/corereg-dry/tables/table2.md", "--config", "results=/tmp/corereg-dry",
                             "data_root=/tmp/corereg-dry-data")  # fmt: skip
     assert job_counts(by_path.stdout)["train"] == 18
@@ -66,14 +77,21 @@ def test_declared_future_steps_fail_clearly(tmp_path):
     proc = run_cli(
         "download",
         "--dataset",
-        "abdomen",
+        "radchest",
         "--spec",
-        '{"source": {"kind": "abdomenctct"}}',
+        '{"source": {"kind": "radchestct"}}',
         "--out",
         tmp_path / "r",
     )
     assert proc.returncode == 1 and "not implemented yet" in proc.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
+    proc = run_cli("download", "--dataset", "abdomen", "--spec", '{"source": {"kind": "abdomenctct"}}', "--out",
+                   tmp_path / "a")  # fmt: skip
+    assert (
+        proc.returncode == 1
+        and proc.stderr.strip() == "error: datasets.abdomen.source: no 'url' to download from"
+    )
+    assert not (tmp_path / "a").exists()
 
 
 @pytest.mark.slow

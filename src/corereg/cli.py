@@ -40,6 +40,12 @@ def cmd_prepare(a) -> None:
     elif kind == "synthetic_chest":
         generate_chest(a.out, a.dataset, spec["shape"], spec["spacing"], source["n_train_pairs"],
                        source["n_test_pairs"], source["seed"], noise_hu=source.get("noise_hu", 12.0))  # fmt: skip
+    elif kind == "abdomenctct":
+        from corereg.data import abdomenctct
+
+        if not a.raw:
+            raise CoreregError("prepare of abdomenctct needs --raw (the unpacked download)")
+        abdomenctct.prepare(a.raw, a.out, a.dataset, spec)
     else:
         raise NotImplementedYet(f"preparation of '{kind}' data (issue: real data in)")
     print(f"[prepare] {a.dataset}: wrote {a.out}")
@@ -50,9 +56,13 @@ def cmd_stage(a) -> None:
     from corereg.errors import NotImplementedYet
 
     spec = _spec(a.spec)
-    raise NotImplementedYet(
-        f"{a.verb} for '{spec.get('source', {}).get('kind', a.dataset)}' (issue: real data in)"
-    )
+    kind = spec.get("source", {}).get("kind", a.dataset)
+    if a.verb == "download" and kind == "abdomenctct":
+        from corereg.data import abdomenctct
+
+        abdomenctct.fetch(spec["source"], a.out, dataset=a.dataset)
+        return
+    raise NotImplementedYet(f"{a.verb} for '{kind}' (issue: real data in)")
 
 
 # ----------------------------------------------------------------------------- training
@@ -274,7 +284,9 @@ def _context(verb: str) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
-    if args.verb != "plan":  # rule entry points: where the step ran (stdout; stderr keeps the one-line errors)
+    if (
+        args.verb != "plan"
+    ):  # rule entry points: where the step ran (stdout; stderr keeps the one-line errors)
         print(_context(args.verb), flush=True)
     try:
         args.func(args)

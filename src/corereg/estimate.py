@@ -68,19 +68,21 @@ def _benchmark_mean_s(results: Path, rule: str) -> float | None:
 def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     results = Path(plan.results)
+    runs = plan.all_runs()
     for rule, n in jobs_per_rule(plan).items():
-        r = plan.resources("report" if rule in ("table", "figure") else rule)
+        r = plan.resources(rule)
         gpu = int(r["gpu"])
-        bound_h = n * float(r["runtime"]) / 60
+        # registration asks for a GPU only for methods that use one (as the register rule does)
+        gpu_jobs = (sum(min(int(plan.method(x.method).get("gpu", 0)), gpu) > 0 for x in runs)
+                    if rule == "register" else (n if gpu else 0))  # fmt: skip
+        limit_h = float(r["runtime"]) / 60
         mean_s = _benchmark_mean_s(results, rule)
-        est_h = None if mean_s is None else n * mean_s / 3600
-        rows.append({"rule": rule, "jobs": n, "threads": r["threads"], "mem_mb": r["mem_mb"], "GPUs": gpu,
-                     "runtime limit h (sum)": round(bound_h, 1),
-                     "GPU-h upper bound": round(gpu * bound_h, 1),
-                     "GPU-h from benchmarks": "–" if est_h is None else round(gpu * est_h, 2)})  # fmt: skip
+        rows.append({"rule": rule, "jobs": n, "GPU jobs": gpu_jobs, "threads": r["threads"], "mem_mb": r["mem_mb"],
+                     "runtime limit h (sum)": round(n * limit_h, 1),
+                     "GPU-h upper bound": round(gpu_jobs * gpu * limit_h, 1),
+                     "GPU-h from benchmarks": "–" if mean_s is None else round(gpu_jobs * gpu * mean_s / 3600, 2)})  # fmt: skip
     jobs = pd.DataFrame(rows)
     disk = []
-    runs = plan.all_runs()
     for d in sorted({r.dataset for r in runs}):
         shape = plan.cfg["datasets"][d]["shape"]
         vox = math.prod(shape)

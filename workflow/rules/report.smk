@@ -106,9 +106,10 @@ rule report_html:
         gpu=0,
     params:
         spec=lambda w: plan.quote(plan.report_spec()),
+        results=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
     shell:
         "python -m corereg report --spec {params.spec} --tables {input.tables} --figures {input.figures}"
-        " --results {RESULTS} --out {output} > {log} 2>&1"
+        " --results {params.results} --out {output} > {log} 2>&1"
 
 
 rule report:

@@ -72,7 +72,9 @@ def markdown_tables_to_html(md: str) -> str:
     while i < len(lines):
         line = lines[i]
         if line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")) + 2, 6)  # '#' -> h3, '##' -> h4
+            level = min(
+                len(line) - len(line.lstrip("#")) + 1, 6
+            )  # '#' -> h2 (the table's title), '##' -> h3
             out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
         elif line.startswith("|"):
             rows = []
@@ -213,7 +215,9 @@ def build_report(spec: dict, tables: list[str], figures: list[str], results: str
             raise InputError(path, "table missing")
         name = path.stem
         nav.append(f'<a href="#{name}">{name}</a>')
-        sections.append(f'<section id="{name}"><h2>{name.capitalize()}</h2>{markdown_tables_to_html(path.read_text())}</section>')  # fmt: skip
+        sections.append(
+            f'<section id="{name}">{markdown_tables_to_html(path.read_text())}</section>'
+        )
     for png in figures:
         path = Path(png)
         if not path.is_file():

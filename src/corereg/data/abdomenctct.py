@@ -1,0 +1,135 @@
+"""AbdomenCTCT (Learn2Reg release): download, unpack, check, and the paper's split.
+
+Layout of ``AbdomenCTCT.zip`` (DATA.md §1.3)::
+
+    AbdomenCTCT/AbdomenCTCT_dataset.json
+    AbdomenCTCT/imagesTr/AbdomenCTCT_0001_0000.nii.gz ... _0030_0000.nii.gz
+    AbdomenCTCT/labelsTr/  (same names)
+    AbdomenCTCT/imagesTs/  (hidden-test scans 0031-0050, unused)
+
+The images are already 2 mm, 192×160×256, so "conversion" is a check of shape
+and spacing against the config.  Split (the Learn2Reg validation set is the
+paper's test set): test scans 1, 4, …, 28 → 45 pairs, the other 20 scans → 190
+training pairs, fixed = lower id; ``val`` ids (a subset of the training scans,
+as in the authors' code) give the in-training validation pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from itertools import combinations
+from pathlib import Path
+
+from corereg.data.manifest import FORMAT
+from corereg.data.sources import ChecksumLock, download
+from corereg.errors import CoreregError, InputError
+from corereg.io import atomic_dir, load_image, load_labels, write_json
+
+NAME = "AbdomenCTCT"
+# BTCV order (DATA.md §1.5), used when the dataset json has no label block
+DEFAULT_LABELS = {1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 5: "esophagus", 6: "liver",
+                  7: "stomach", 8: "aorta", 9: "inferior vena cava", 10: "portal vein and splenic vein",
+                  11: "pancreas", 12: "right adrenal gland", 13: "left adrenal gland"}  # fmt: skip
+
+
+def fetch(source: dict, out, log=print, dataset: str = "abdomen") -> Path:
+    """Download the archive (verified; checksum pinned or locked) and unpack it into ``out``."""
+    if not source.get("url"):
+        raise CoreregError(f"datasets.{dataset}.source: no 'url' to download from")
+    out = Path(out)
+    downloads = out.parent / "downloads"
+    archive = download(source["url"], downloads / Path(source["url"].split("?")[0]).name, md5=source.get("md5"),
+                       size=source.get("size"), lock=ChecksumLock(out.parent / "checksums.lock.json"), log=log)  # fmt: skip
+    with atomic_dir(out) as tmp:
+        unpack(archive, tmp)
+        find_root(tmp)
+    log(f"[download] unpacked {archive.name} into {out}")
+    return out
+
+
+def unpack(archive: Path, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                p = Path(member)
+                if p.is_absolute() or ".." in p.parts:
+                    raise InputError(archive, f"unsafe path '{member}' in the archive")
+            zf.extractall(dest)
+    except zipfile.BadZipFile as exc:
+        raise InputError(archive, f"not a zip archive ({exc})") from exc
+
+
+def find_root(raw: Path) -> Path:
+    """The folder holding ``AbdomenCTCT_dataset.json`` (the archive's top folder)."""
+    hits = sorted(Path(raw).glob(f"**/{NAME}_dataset.json"))
+    if not hits:
+        raise InputError(raw, f"no {NAME}_dataset.json: not the Learn2Reg {NAME} release")
+    root = hits[0].parent
+    for sub in ("imagesTr", "labelsTr"):
+        if not (root / sub).is_dir():
+            raise InputError(root, f"folder {sub}/ missing from the {NAME} release")
+    return root
+
+
+def read_labels(meta: dict) -> dict[int, str]:
+    block = meta.get("labels")
+    if isinstance(block, dict) and block:
+        inner = block.get("0", block) if isinstance(block.get("0"), dict) else block
+        labels = {int(k): str(v) for k, v in inner.items() if str(k).isdigit() and int(k) > 0}
+        if labels:
+            return labels
+    return dict(DEFAULT_LABELS)
+
+
+def prepare(raw, out, dataset: str, spec: dict, log=print) -> Path:
+    """Check every scan of the split against the config and write the manifest."""
+    root = find_root(Path(raw))
+    meta_path = root / f"{NAME}_dataset.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(meta_path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    labels = read_labels(meta)
+    source = spec["source"]
+    shape, spacing = tuple(spec["shape"]), tuple(spec["spacing"])
+    train, test, val = (sorted(int(i) for i in source.get(k, [])) for k in ("train", "test", "val"))
+    if set(train) & set(test):
+        raise InputError(
+            meta_path, f"config lists scans {sorted(set(train) & set(test))} in both train and test"
+        )
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        cases = []
+        for split, ids in (("train", train), ("test", test)):
+            for i in ids:
+                fn = f"{NAME}_{i:04d}_0000.nii.gz"
+                img, lab = root / "imagesTr" / fn, root / "labelsTr" / fn
+                load_image(img, shape, spacing)  # shape, spacing and finite values
+                load_labels(lab, shape, spacing, labels)
+                # relative to the prepared folder, which sits beside raw/
+                cases.append(
+                    {
+                        "id": f"{i:04d}",
+                        "image": _rel(img, out),
+                        "label": _rel(lab, out),
+                        "split": split,
+                    }
+                )
+        pairs = [{"fixed": f"{a:04d}", "moving": f"{b:04d}", "split": s}
+                 for s, ids in (("train", train), ("test", test), ("val", val)) for a, b in combinations(ids, 2)]  # fmt: skip
+        write_json(tmp / "manifest.json", {
+            "format": FORMAT, "dataset": dataset, "name": NAME, "source": "abdomenctct", "seed": None,
+            "shape": list(shape), "spacing": list(spacing), "orientation": "as distributed (RAS)", "intensity": "HU",
+            "labels": {str(k): v for k, v in sorted(labels.items())}, "cases": cases, "pairs": pairs,
+            "release": meta.get("release"),
+        })  # fmt: skip
+    counts = {s: sum(p["split"] == s for p in pairs) for s in ("train", "val", "test")}
+    log(f"[prepare] {dataset}: {len(cases)} scans, pairs {counts} (paper: train 190, test 45)")
+    return out
+
+
+def _rel(path: Path, prepared: Path) -> str:
+    import os
+
+    return os.path.relpath(path.resolve(), prepared.resolve())

@@ -1,0 +1,90 @@
+"""The reproduction report: content from the tiny run, and rendering in headless Chromium."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from corereg.estimate import jobs_per_rule
+from corereg.plan import Plan
+
+
+def chromium() -> str | None:
+    """The Chromium binary; installs Debian's package when missing and allowed (root + apt-get)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env,
+                   capture_output=True, timeout=900)  # fmt: skip
+    return shutil.which("chromium")
+
+
+def test_report_holds_every_table_figure_and_the_provenance(tiny_run):
+    page = (tiny_run / "results" / "report" / "index.html").read_text()
+    for title in ("Table 1: comparison", "Table 2: loss ablation", "Table 3: augmentation",
+                  "Figure 3", "Figure 4a", "Figure 4b"):  # fmt: skip
+        assert title in page, title
+    assert page.count("data:image/png;base64,") == 3
+    # paper column, our value, the difference and the p-values come from the tables
+    assert "<th>paper</th>" in page and "<th>Δ</th>" in page and "p (Holm)" in page
+    # dataset counts beside the paper's, seeds, switches in force, versions, compute per rule
+    assert (
+        "train pairs" in page
+        and "test pairs" in page
+        and "test pairs 45" in page
+        and "train pairs 190" in page
+    )
+    assert "Seeds of trainable methods: 1 (0)." in page
+    assert "<code>cl_weight_schedule</code>" in page and "<code>core/alpha_5</code>" in page
+    assert re.search(r"<td>torch</td><td[^>]*>2\.13\.0", page)
+    for rule in ("train", "register", "evaluate", "prepare"):
+        assert f"<td>{rule}</td>" in page
+    assert "Total GPU-hours" in page
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium and it cannot be installed here (needs root and apt-get)")
+    page = tiny_run / "results" / "report" / "index.html"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
+           page.as_uri()]  # fmt: skip
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+    total = re.search(r'data-images-total="(\d+)"', dom)
+    rendered = re.search(r'data-images-rendered="(\d+)"', dom)
+    tables = re.search(r'data-tables="(\d+)"', dom)
+    assert total and rendered and tables, dom[:2000]
+    assert int(total.group(1)) == 3 and int(rendered.group(1)) == 3  # every figure decoded
+    assert int(tables.group(1)) >= 6  # Tables 1 and 3 have two dataset blocks each in tiny
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p2'}",
+                    f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
+                   capture_output=True, timeout=180)  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 20_000  # a page with content, not a blank one
+
+
+def test_plan_counts_match_the_dry_run_and_the_estimate_prints(tmp_path):
+    import yaml
+
+    from conftest import ROOT, run_cli
+
+    plan = Plan(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    jobs = jobs_per_rule(plan)
+    assert jobs["train"] == 78 and jobs["register"] == 90 and jobs["evaluate"] == 90
+    assert jobs["label"] == 1 and jobs["download"] == 2 and jobs["convert"] == 1
+    out = run_cli("plan")
+    assert out.returncode == 0, out.stderr
+    assert "GPU-hours, upper bound" in out.stdout and "fields GB" in out.stdout
+    assert re.search(r"\btrain\s+78\b", out.stdout)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: {cl_views: sideways}\n")
+    out = run_cli("plan", "--configfile", bad)
+    assert out.returncode == 1 and out.stderr.strip().startswith("error: config: engine.cl_views")
