@@ -62,6 +62,14 @@ def cmd_stage(a) -> None:
 
         abdomenctct.fetch(spec["source"], a.out, dataset=a.dataset)
         return
+    if kind == "radchestct" and a.verb in ("download", "convert"):
+        from corereg.data import radchestct
+
+        if a.verb == "download":
+            radchestct.fetch(spec["source"], a.out, dataset=a.dataset)
+        else:
+            radchestct.convert(a.input, a.out, spec)
+        return
     raise NotImplementedYet(f"{a.verb} for '{kind}' (issue: real data in)")
 
 
