@@ -4,6 +4,7 @@ import csv
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from corereg.data import radchestct as rc
@@ -153,7 +154,7 @@ def test_real_rules_download_only_the_paired_scans_and_convert_them(
             rc.fetch(source, tmp_path / "x" / "raw", log=lambda *_: None)
         monkeypatch.setenv("CORE_TEST_TOKEN", TOKEN)
         override = {"results": str(tmp_path / "results"), "data_root": str(tmp_path / "data"),
-                    "datasets": {"radchest": {"shape": [16, 16, 16], "spacing": [1.5, 1.5, 1.5], "source": source}}}  # fmt: skip
+                    "datasets": {"radchest": {"shape": [32, 32, 32], "spacing": [1.5, 1.5, 1.5], "source": source}}}  # fmt: skip
         (tmp_path / "o.yaml").write_text(yaml.safe_dump(override))
         run_snakemake(str(tmp_path / "data/radchest/convert"), "--profile", "profiles/demo", "--configfile",
                       "workflow/presets/tiny.yaml", str(tmp_path / "o.yaml"))  # fmt: skip
@@ -166,7 +167,72 @@ def test_real_rules_download_only_the_paired_scans_and_convert_them(
     img = nib.load(
         tmp_path / f"data/radchest/convert/imagesTr/RadChestCT_{pairs[0]['fixed']}_0000.nii.gz"
     )
-    assert img.shape == (16, 16, 16) and nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    assert img.shape == (32, 32, 32) and nib.aff2axcodes(img.affine) == ("R", "A", "S")
     assert np.allclose(np.sqrt((img.affine[:3, :3] ** 2).sum(0)), 1.5)
     log = (tmp_path / "results/logs/download/radchest.log").read_text()
     assert TOKEN not in log and "pair list" in log
+
+    # labels: TotalSegmentator v1 multilabel outputs on the converted grid (the authors' lbls_ts/ form)
+    from corereg.data.totalseg import id_map
+
+    inverse = {e: t for t, e in id_map("1.5.7")["total"].items()}
+    pre = tmp_path / "lbls_ts"
+    pre.mkdir()
+    for scan in needed:
+        img = nib.load(tmp_path / f"data/radchest/convert/imagesTr/RadChestCT_{scan}_0000.nii.gz")
+        ts = np.zeros(img.shape, dtype=np.uint8)
+        for e in range(1, 23):  # one slab per structure, shifted a little per scan
+            ts[(e + int(scan[-1])) % 30 + 1, 4:28, 4:28] = inverse[e]
+        nib.save(nib.Nifti1Image(ts, img.affine), pre / f"{scan}_ts.nii.gz")
+    override["datasets"]["radchest"]["source"]["totalsegmentator"] = {
+        "version": "1.5.7",
+        "precomputed": str(pre),
+    }
+    override["artifacts"] = {"table1": {"datasets": ["radchest"]}}
+    override["methods"] = {"core": {"enabled": False}, "convexadam": {"enabled": False}}
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(override))
+    run_snakemake("table1", "--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml",
+                  str(tmp_path / "o.yaml"))  # fmt: skip
+    from corereg.data.manifest import load_manifest
+
+    m = load_manifest(tmp_path / "data/radchest/prepared")
+    assert (
+        len(m.pairs("test")) == 3
+        and len(m.pairs("train")) == 5
+        and m.labels[22] == "heart_ventricle_right"
+    )
+    assert int(m.load_labels(pairs[0]["fixed"]).max()) == 22
+    table = pd.read_csv(tmp_path / "results/tables/table1.csv")
+    assert set(table[table.status == "ok"].method) >= {"initial", "bigalke"}
+
+
+def test_label_ids_come_from_totalsegmentators_own_class_maps():
+    from corereg.data import totalseg
+
+    v1 = totalseg.id_map("1.5.7")["total"]
+    # the authors' TS_MAP keys: lobes 13-17, vertebrae 23-34 (T12..T1), heart 44-48
+    assert sorted(v1) == [*range(13, 18), *range(23, 35), *range(44, 49)] and sorted(
+        v1.values()
+    ) == list(range(1, 23))
+    assert v1[23] == 6 and v1[34] == 17  # T12 -> 6, T1 -> 17
+    v2 = totalseg.id_map("2.18.0")
+    assert sorted(v2["total"].values()) == list(range(1, 18))
+    assert v2["heartchambers_highres"] == {1: 18, 2: 19, 3: 20, 4: 21, 5: 22}
+    ts = np.array(
+        [[[0, 13, 44, 51, 23]]]
+    )  # 51 (v1 'heart' is not a v1 id we use) maps to background
+    assert totalseg.remap(ts, v1).tolist() == [[[0, 1, 18, 0, 6]]]
+
+
+def test_label_check_says_what_is_missing(tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "tshome"))
+    monkeypatch.delenv("TOTALSEG_LICENSE", raising=False)
+    spec = '{"source": {"kind": "radchestct", "totalsegmentator": {"version": "2.18.0"}}}'
+    proc = run_cli("label", "--dataset", "radchest", "--spec", spec, "--check")
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert err.startswith("error: TotalSegmentator is not ready:")
+    assert "totalseg_download_weights -t total" in err and "TOTALSEG_HOME_DIR" in err
+    assert "export TOTALSEG_LICENSE=" in err and "Dataset301" in err

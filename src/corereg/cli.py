@@ -46,6 +46,12 @@ def cmd_prepare(a) -> None:
         if not a.raw:
             raise CoreregError("prepare of abdomenctct needs --raw (the unpacked download)")
         abdomenctct.prepare(a.raw, a.out, a.dataset, spec)
+    elif kind == "radchestct":
+        from corereg.data import radchestct
+
+        if not a.raw:
+            raise CoreregError("prepare of radchestct needs --raw (the label folder)")
+        radchestct.prepare(a.raw, a.out, a.dataset, spec)
     else:
         raise NotImplementedYet(f"preparation of '{kind}' data (issue: real data in)")
     print(f"[prepare] {a.dataset}: wrote {a.out}")
@@ -69,6 +75,21 @@ def cmd_stage(a) -> None:
             radchestct.fetch(spec["source"], a.out, dataset=a.dataset)
         else:
             radchestct.convert(a.input, a.out, spec)
+        return
+    if kind == "radchestct" and a.verb == "label":
+        from corereg.data import radchestct, totalseg
+
+        cfg = spec["source"].get("totalsegmentator", {})
+        if a.check:
+            problems = totalseg.check(cfg)
+            if problems:
+                raise CoreregError("TotalSegmentator is not ready:\n  " + "\n  ".join(problems))
+            print(f"[label] TotalSegmentator {cfg.get('version', '1.5.7')}: ready")
+            return
+        if not a.input or not a.out:
+            raise CoreregError("label needs --input (the converted scans) and --out")
+        totalseg.label(a.input, a.out, cfg)
+        radchestct.finish_label(a.input, a.out)
         return
     raise NotImplementedYet(f"{a.verb} for '{kind}' (issue: real data in)")
 
@@ -209,7 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--dataset", required=True)
         s.add_argument("--spec", required=True)
         s.add_argument("--input")
-        s.add_argument("--out", required=True)
+        s.add_argument("--out", required=verb != "label")
+        if verb == "label":
+            s.add_argument(
+                "--check",
+                action="store_true",
+                help="only say what is missing (weights, licence, GPU)",
+            )
         s.set_defaults(func=cmd_stage)
 
     s = sub.add_parser("train", help="train a learning-based method")

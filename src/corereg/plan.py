@@ -230,6 +230,23 @@ class Plan:
     def dataset_spec(self, dataset: str) -> dict:
         return self.cfg["datasets"][dataset]
 
+    def stage_spec(self, dataset: str, stage: str) -> dict:
+        """What a data stage depends on (so that, e.g., a new labelling setting does not
+        re-download): download the source, convert the source and the grid, label the
+        TotalSegmentator settings."""
+        ds = self.cfg["datasets"][dataset]
+        source = {k: v for k, v in ds["source"].items() if k != "totalsegmentator"}
+        if stage == "download":
+            return {"source": source}
+        if stage == "convert":
+            return {"source": source, "shape": ds["shape"], "spacing": ds["spacing"]}
+        return {
+            "source": {
+                "kind": source["kind"],
+                "totalsegmentator": ds["source"].get("totalsegmentator", {}),
+            }
+        }
+
     def eval_spec(self, run: Run) -> dict:
         return {"dataset": run.dataset, "method": run.method, "variant": run.variant, "seed": run.seed,
                 "labels": self.cfg["datasets"][run.dataset]["eval_labels"]}  # fmt: skip

@@ -17,7 +17,7 @@ rule download:
         runtime=res("download", "runtime"),
         gpu=res("download", "gpu"),
     params:
-        spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
+        spec=lambda w: plan.quote(plan.stage_spec(w.dataset, "download")),
     shell:
         "python -m corereg download --dataset {wildcards.dataset} --spec {params.spec} --out {output} > {log} 2>&1"
 
@@ -39,7 +39,7 @@ rule convert:
         runtime=res("convert", "runtime"),
         gpu=res("convert", "gpu"),
     params:
-        spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
+        spec=lambda w: plan.quote(plan.stage_spec(w.dataset, "convert")),
     shell:
         "python -m corereg convert --dataset {wildcards.dataset} --spec {params.spec} --input {input} --out {output} > {log} 2>&1"
 
@@ -54,14 +54,14 @@ rule label:
     benchmark:
         f"{RESULTS}/benchmarks/label/{{dataset}}.tsv"
     conda:
-        "../../envs/corereg.yaml"
+        "../../envs/totalseg_v1.yaml"
     threads: res("label", "threads")
     resources:
         mem_mb=res("label", "mem_mb"),
         runtime=res("label", "runtime"),
         gpu=res("label", "gpu"),
     params:
-        spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
+        spec=lambda w: plan.quote(plan.stage_spec(w.dataset, "label")),
     shell:
         "python -m corereg label --dataset {wildcards.dataset} --spec {params.spec} --input {input} --out {output} > {log} 2>&1"
 

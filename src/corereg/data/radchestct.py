@@ -275,3 +275,57 @@ def convert(raw, out, spec: dict, log=print) -> Path:
         shutil.copy(raw / "pairs.json", tmp / "pairs.json")
     log(f"[convert] {len(scans)} scans to {spec['spacing']} mm, {spec['shape']} voxels")
     return out
+
+
+def finish_label(converted, label_dir) -> None:
+    """Carry the pair list into the label folder and point at the converted scans."""
+    import json
+    import os
+    import shutil
+
+    converted, label_dir = Path(converted), Path(label_dir)
+    shutil.copy(converted / "pairs.csv", label_dir / "pairs.csv")
+    info = json.loads((converted / "pairs.json").read_text())
+    info["converted"] = os.path.relpath(converted.resolve(), label_dir.resolve())
+    (label_dir / "pairs.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def prepare(label_dir, out, dataset: str, spec: dict, log=print) -> Path:
+    """Manifest of the converted scans, their TotalSegmentator labels (ids 1-22) and the pair split."""
+    import json
+    import os
+
+    from corereg.data.manifest import FORMAT
+    from corereg.data.totalseg import STRUCTURES
+    from corereg.io import atomic_dir, load_image, load_labels, write_json
+
+    label_dir, out = Path(label_dir), Path(out)
+    info = json.loads((label_dir / "pairs.json").read_text())
+    converted = (label_dir / info["converted"]).resolve()
+    pairs = _read_csv(label_dir / "pairs.csv")
+    shape, spacing = tuple(spec["shape"]), tuple(spec["spacing"])
+    labels = {i: name for i, name in enumerate(STRUCTURES, start=1)}
+    split_of = {}
+    for p in pairs:
+        for role in ("fixed", "moving"):
+            split_of.setdefault(p[role], p["split"])
+    with atomic_dir(out) as tmp:
+        cases = []
+        for scan, split in sorted(split_of.items()):
+            fn = f"RadChestCT_{scan}_0000.nii.gz"
+            img, lab = converted / "imagesTr" / fn, label_dir / "labelsTr" / fn
+            load_image(img, shape, spacing)
+            load_labels(lab, shape, spacing, labels)
+            rel = lambda p: os.path.relpath(p.resolve(), out.resolve())  # noqa: E731
+            cases.append({"id": scan, "image": rel(img), "label": rel(lab), "split": split})
+        write_json(tmp / "manifest.json", {
+            "format": FORMAT, "dataset": dataset, "name": "RadChestCT", "source": "radchestct",
+            "seed": info.get("seed"), "shape": list(shape), "spacing": list(spacing), "orientation": "RAS",
+            "intensity": "HU", "labels": {str(k): v for k, v in labels.items()}, "cases": cases,
+            "pairs": [{"fixed": p["fixed"], "moving": p["moving"], "split": p["split"]} for p in pairs],
+            "pairing": {k: info.get(k) for k in ("record", "pair_rule", "split", "seed", "counts", "paper")},
+        })  # fmt: skip
+    log(
+        f"[prepare] {dataset}: {len(cases)} scans, pairs {info.get('counts')} (paper: 300 train / 71 test)"
+    )
+    return out
