@@ -121,3 +121,40 @@ def test_zenodo_records_api_lists_files_with_md5(server):
     assert files["trn00001.npz"].url.endswith("/api/records/6406114/files/trn00001.npz/content")
     with pytest.raises(DownloadError, match="HTTP 404"):
         zenodo_files("1", api=f"{server.url}/api")
+
+
+def test_disk_full_is_one_message_and_keeps_the_part_for_resuming(server, tmp_path, monkeypatch):
+    import errno
+
+    from corereg.data import sources
+
+    server.add("/full.bin", DATA)
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, b):
+            if self.n > 100_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.n += len(b)
+            return self.f.write(b)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(sources, "open", lambda p, m="r": Full(real_open(p, m)), raising=False)
+    with pytest.raises(
+        DownloadError, match=r"full.bin: disk full while writing .* kept for resuming"
+    ):
+        download(f"{server.url}/full.bin", tmp_path / "full.bin", md5=MD5, log=lambda *_: None)
+    assert (tmp_path / "full.bin.part").stat().st_size > 0 and not (tmp_path / "full.bin").exists()
+    monkeypatch.undo()
+    download(
+        f"{server.url}/full.bin", tmp_path / "full.bin", md5=MD5, log=lambda *_: None
+    )  # resumes
+    assert (tmp_path / "full.bin").read_bytes() == DATA

@@ -18,7 +18,9 @@ def test_paper_dry_run_lists_every_step():
         "-n", "-p", "--config", "results=/tmp/corereg-dry", "data_root=/tmp/corereg-dry-data"
     )
     # the real data jobs with their real sources
-    assert "https://cloud.imi.uni-luebeck.de/s/32WaSRaTnFk2JeT/download/AbdomenCTCT.zip" in proc.stdout
+    assert (
+        "https://cloud.imi.uni-luebeck.de/s/32WaSRaTnFk2JeT/download/AbdomenCTCT.zip" in proc.stdout
+    )
     assert '"record":"6406114"' in proc.stdout and "ZENODO_TOKEN" in proc.stdout
     counts = job_counts(proc.stdout)
     # 2 datasets; RAD-ChestCT adds convert and label

@@ -166,6 +166,10 @@ def _datasets(spec: dict) -> pd.DataFrame:
                 row[f"{split} scans"] = len(m.cases(split))
                 row[f"{split} pairs"] = len(m.pairs(split))
             row["shape"] = "×".join(map(str, m.shape))
+            pairing = m.meta.get("pairing")
+            if pairing:
+                row["pairing"] = (f"rule {pairing.get('pair_rule')}, split {pairing.get('split')}, "
+                                  f"seed {pairing.get('seed')}")  # fmt: skip
             row["spacing mm"] = "×".join(f"{s:g}" for s in m.spacing)
         except (OSError, InputError):
             row["train pairs"] = "not prepared"
