@@ -68,7 +68,13 @@ def test_plan_runs_and_seeds():
 
 def test_demo_preset_runs_core_and_disables_future_methods():
     plan = Plan(load("demo"))
-    assert {r.method for r in plan.all_runs()} == {"initial", "convexadam", "bigalke", "core"}
+    assert {r.method for r in plan.all_runs()} == {
+        "initial",
+        "convexadam",
+        "niftyreg",
+        "bigalke",
+        "core",
+    }
     assert {r.variant for r in plan.all_runs() if r.method == "bigalke"} == {"default", "untrained"}
     assert {r.dataset for r in plan.all_runs()} == {"synth_abdomen", "synth_chest"}
     # CoRe rows of every artifact: Table 1 on both sets, the ablations on the abdomen-like set

@@ -81,4 +81,8 @@ class ConvexAdam(Method):
 
 from corereg.registration.engine_method import Engine  # noqa: E402
 
-METHODS: dict[str, type[Method]] = {"initial": Initial, "convexadam": ConvexAdam, "engine": Engine}
+METHODS: dict[str, type[Method]] = {
+    "initial": Initial,
+    "convexadam": ConvexAdam,
+    "engine": Engine,
+}

@@ -1,0 +1,135 @@
+"""NiftyReg (Modat et al.): free-form deformation with ``reg_f3d``, the Table 1 setting.
+
+Paper setting: 4 pyramid levels, normalised mutual information, adaptive gradient
+descent instead of conjugate gradient (``reg_f3d -ln 4 --nmi -noConj``).  The
+control-point grid becomes a dense displacement with ``reg_transform -disp``: a
+world-space (mm) vector per reference voxel, converted here to fixed-grid voxels
+with the inverse of the images' affine (``A⁻¹ d``), the Learn2Reg convention.
+
+Binaries: the PyPI package ``niftyreg`` (a source build of NiftyReg 1.5.70;
+``make`` installs it, which needs ``CMAKE_POLICY_VERSION_MINIMUM=3.5``), or
+``reg_f3d`` on PATH, or ``params.bin_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from corereg.errors import CoreregError
+from corereg.registration.methods import Method
+
+INSTALL = "CMAKE_POLICY_VERSION_MINIMUM=3.5 pip install niftyreg==1.5.70rc1"
+
+
+def bin_dir(params: dict | None = None) -> Path:
+    params = params or {}
+    if params.get("bin_dir"):
+        if not (Path(params["bin_dir"]) / "reg_f3d").exists():
+            raise CoreregError(
+                f"methods.niftyreg.params.bin_dir: no reg_f3d in {params['bin_dir']}"
+            )
+        return Path(params["bin_dir"])
+    try:
+        import niftyreg
+
+        if (Path(niftyreg.bin_path) / "reg_f3d").exists():
+            return Path(niftyreg.bin_path)
+    except ImportError:
+        pass
+    found = shutil.which("reg_f3d")
+    if found:
+        return Path(found).parent
+    raise CoreregError(
+        f"NiftyReg is not installed (no reg_f3d): {INSTALL}, or set methods.niftyreg.params.bin_dir"
+    )
+
+
+def run(tool: str, args: list[str], params: dict | None = None, threads: int | None = None) -> None:
+    cmd = [str(bin_dir(params) / tool), *args]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise CoreregError(f"NiftyReg {tool} failed (exit {proc.returncode}): {' / '.join(tail)}")
+
+
+def world_to_voxel_disp(disp_mm: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """(X, Y, Z, 3) world displacements (mm) → fixed-grid voxel displacements."""
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64)[:3, :3])
+    return (disp_mm.astype(np.float64) @ inv.T).astype(np.float32)
+
+
+class NiftyReg(Method):
+    KEYS = ("levels", "similarity", "conjugate_gradient", "max_iterations", "bending_energy", "spacing_mm",
+            "bin_dir", "extra")  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        unknown = set(self.params) - set(self.KEYS)
+        if unknown:
+            raise CoreregError(
+                f"niftyreg: unknown parameters {sorted(unknown)}; known: {list(self.KEYS)}"
+            )
+        self.affine = np.eye(4)
+        self.last_cpp: Path | None = None
+
+    def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
+        def load_keep_affine(pair):
+            fixed, moving, affine = load(pair)
+            self.affine = affine
+            return fixed, moving, affine
+
+        return super().register_set(pairs, load_keep_affine, save, warmup=False)
+
+    def f3d_args(self) -> list[str]:
+        p = self.params
+        args = ["-ln", str(int(p.get("levels", 4)))]
+        if p.get("similarity", "nmi") == "nmi":
+            args.append("--nmi")
+        elif p["similarity"] == "ssd":
+            args.append("--ssd")
+        else:
+            raise CoreregError(f"niftyreg: similarity must be nmi or ssd, not '{p['similarity']}'")
+        if not p.get("conjugate_gradient", False):
+            args.append("-noConj")
+        if p.get("max_iterations"):
+            args += ["-maxit", str(int(p["max_iterations"]))]
+        if p.get("bending_energy") is not None:
+            args += ["-be", str(float(p["bending_energy"]))]
+        if p.get("spacing_mm") is not None:
+            args += ["-sx", str(-float(p["spacing_mm"]))]  # negative: in mm, as reg_f3d reads it
+        return args + [str(a) for a in p.get("extra", [])]
+
+    def register(
+        self, fixed: np.ndarray, moving: np.ndarray, workdir: Path | None = None
+    ) -> np.ndarray:
+        import torch
+
+        threads = torch.get_num_threads()  # the job's --threads (corereg register sets it)
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            t = Path(tmp)
+            for name, arr in (("fixed", fixed), ("moving", moving)):
+                nib.save(
+                    nib.Nifti1Image(np.asarray(arr, dtype=np.float32), self.affine),
+                    t / f"{name}.nii.gz",
+                )
+            run("reg_f3d", ["-ref", str(t / "fixed.nii.gz"), "-flo", str(t / "moving.nii.gz"), "-cpp",
+                            str(t / "cpp.nii.gz"), "-res", str(t / "res.nii.gz"), *self.f3d_args()],
+                self.params, threads)  # fmt: skip
+            run("reg_transform", ["-ref", str(t / "fixed.nii.gz"), "-disp", str(t / "cpp.nii.gz"),
+                                  str(t / "disp.nii.gz")], self.params, threads)  # fmt: skip
+            disp = np.asarray(nib.load(t / "disp.nii.gz").dataobj, dtype=np.float32)
+            if workdir is not None:  # keep the control points for the tool-vs-field test
+                self.last_cpp = Path(workdir) / "cpp.nii.gz"
+                shutil.copy(t / "cpp.nii.gz", self.last_cpp)
+        disp = disp.reshape(*fixed.shape, 3)  # (X, Y, Z, 1, 3) as NiftyReg writes it
+        return world_to_voxel_disp(disp, self.affine)
