@@ -71,6 +71,7 @@ def test_demo_preset_runs_core_and_disables_future_methods():
     assert {r.method for r in plan.all_runs()} == {
         "initial",
         "convexadam",
+        "deeds",
         "niftyreg",
         "bigalke",
         "core",

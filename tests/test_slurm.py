@@ -68,7 +68,7 @@ def test_tiny_preset_through_the_slurm_profile(cluster, tmp_path):
         assert {"bigalke", "core"} <= set(ran.method), (name, table[["row", "status"]])
     assert (res / "figures" / "fig4a.png").is_file() and (res / "report" / "index.html").is_file()
     # every step ran inside a SLURM job; GPU rules got a GPU, CPU rules and CPU-only methods none
-    cpu_methods = ("/initial/", "/niftyreg/")
+    cpu_methods = ("/initial/", "/niftyreg/", "/deeds/")
     logs = res / "logs"
     gpu_logs = [
         *(logs / "train").rglob("*.log"),

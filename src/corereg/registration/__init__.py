@@ -45,11 +45,13 @@ def make_method(
 
 
 # Table 1 adapters (corereg.baselines), imported when used.
-BASELINES = {"niftyreg": "corereg.baselines.niftyreg:NiftyReg"}
+BASELINES = {
+    "niftyreg": "corereg.baselines.niftyreg:NiftyReg",
+    "deeds": "corereg.baselines.deeds:Deeds",
+}
 
 # Kinds declared in config.yaml whose adapters come with later issues.
 PLANNED = {
-    "deeds": "Table 1 baseline adapter",
     "voxelmorph": "Table 1 baseline adapter",
     "lapirn": "Table 1 baseline adapter",
     "unigradicon": "Table 1 baseline adapter",

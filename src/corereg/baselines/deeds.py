@@ -1,0 +1,71 @@
+"""DEEDs (Heinrich et al., TMI 2013): MIND-SSC + minimum-spanning-tree discrete optimisation.
+
+The PyPI package ``quantiphyse-deeds`` ships that very method as a compiled
+extension (``deeds_wrapper.deedsReg(moving, fixed, alpha, randsamp, levels)``);
+its package ``__init__`` imports the Quantiphyse GUI, so the extension module is
+loaded directly from the package folder.
+
+Field convention, read from the tool's own warp (``interp3`` with ``flag``):
+for output voxel (i, j, k) of an array of shape (m, n, o) it samples the moving
+image at (i + v, j + u, k + w), trilinearly, clamping at the border.  The
+Learn2Reg field is therefore ``stack([v, u, w], -1)`` (axis 0, 1, 2), in voxels
+of the fixed grid (tested against the tool's own warped image and labels).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from corereg.errors import CoreregError
+from corereg.registration.methods import Method
+
+INSTALL = ("pip install Cython==3.3.1 && pip install --no-deps --no-build-isolation --pre "
+           "quantiphyse-deeds==0.8.dev9 (make does this)")  # fmt: skip
+
+
+def extension():
+    """The compiled ``deeds_wrapper`` module, without importing the Quantiphyse GUI."""
+    spec = importlib.util.find_spec("quantiphyse_deeds")
+    if spec is None or not spec.submodule_search_locations:
+        raise CoreregError(f"DEEDs is not installed: {INSTALL}")
+    libs = sorted(Path(spec.submodule_search_locations[0]).glob("deeds_wrapper*.so"))
+    if not libs:
+        raise CoreregError(f"quantiphyse-deeds has no compiled deeds_wrapper extension: {INSTALL}")
+    mod_spec = importlib.util.spec_from_file_location("deeds_wrapper", libs[0])
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+def to_l2r(ux: np.ndarray, vx: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    return np.stack([vx, ux, wx], axis=-1).astype(np.float32)
+
+
+def from_l2r(disp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return disp[..., 1], disp[..., 0], disp[..., 2]
+
+
+class Deeds(Method):
+    KEYS = ("alpha", "levels", "randsamp")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        unknown = set(self.params) - set(self.KEYS)
+        if unknown:
+            raise CoreregError(
+                f"deeds: unknown parameters {sorted(unknown)}; known: {list(self.KEYS)}"
+            )
+        self.ext = extension()
+        self.last_warped: np.ndarray | None = None
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        p = self.params
+        warped, (ux, vx, wx), _log = self.ext.deedsReg(
+            np.asarray(moving, dtype=np.float32), np.asarray(fixed, dtype=np.float32),
+            alpha=float(p.get("alpha", 2.0)), randsamp=int(p.get("randsamp", 50)), levels=int(p.get("levels", 5)),
+        )  # fmt: skip
+        self.last_warped = warped
+        return to_l2r(ux, vx, wx)
