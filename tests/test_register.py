@@ -41,9 +41,9 @@ def test_convexadam_recovers_a_known_translation():
 
 def test_unknown_and_planned_methods():
     with pytest.raises(
-        NotImplementedYet, match="not implemented yet: registration method kind 'deeds'"
+        NotImplementedYet, match="not implemented yet: registration method kind 'lapirn'"
     ):
-        make_method("deeds", {}, torch.device("cpu"), checkpoint=None)
+        make_method("lapirn", {}, torch.device("cpu"), checkpoint=None)
     with pytest.raises(CoreregError, match="method kind 'engine' needs --checkpoint"):
         make_method("engine", {}, torch.device("cpu"), checkpoint=None)
     with pytest.raises(CoreregError, match="unknown method kind 'nope'"):

@@ -88,7 +88,10 @@ def test_declared_future_steps_fail_clearly(tmp_path):
         "--out",
         tmp_path / "r",
     )
-    assert proc.returncode == 1 and "not implemented yet" in proc.stderr
+    assert (
+        proc.returncode == 1
+        and proc.stderr == "error: datasets.radchest.source: no Zenodo 'record'\n"
+    )
     assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
     proc = run_cli("download", "--dataset", "abdomen", "--spec", '{"source": {"kind": "abdomenctct"}}', "--out",
                    tmp_path / "a")  # fmt: skip
