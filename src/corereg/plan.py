@@ -126,6 +126,8 @@ class Plan:
             r = dict(row)
             r.setdefault("variant", "default")
             r.setdefault("label", self.method(r["method"])["label"])
+            if not self.enabled(r["method"]) and self.method(r["method"]).get("reason"):
+                r["reason"] = self.method(r["method"])["reason"]
             out.append(r)
         return out
 

@@ -81,6 +81,7 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
             rec = {"row": row["label"], "method": row["method"], "variant": row["variant"],
                    "dataset": ds["key"], "dataset_label": ds["display"]}  # fmt: skip
             rec.update(summarize(df, ds["key"], row, sdlogj_col))
+            rec["reason"] = row.get("reason") or "" if rec["status"] != "ok" else ""
             paper = (row.get("paper") or {}).get(ds.get("paper_key") or "", {}) or {}
             for k in ("dice", "sdlogj", "t_inf"):
                 rec[f"paper_{k}"] = paper.get(k, float("nan"))
@@ -114,7 +115,7 @@ def _p(v):
 
 def _cells(r) -> list[str]:
     if r["status"] != "ok":
-        return [NOT_RUN, _f(r["paper_dice"]), "–", "–", _f(r["paper_sdlogj"], "{:.3f}"), "–",
+        return [NOT_RUN + ("*" if r.get("reason") else ""), _f(r["paper_dice"]), "–", "–", _f(r["paper_sdlogj"], "{:.3f}"), "–",
                 _f(r["paper_t_inf"], "{:.2f}"), "–"]  # fmt: skip
     dice = f"{r['dice_mean']:.1f} ± {r['dice_std']:.1f}"
     if not math.isnan(r.get("dice_seed_sd", float("nan"))):
@@ -147,7 +148,15 @@ def to_markdown(spec: dict, table: pd.DataFrame) -> str:
 
 def _footnote(spec, table) -> str:
     ref = spec.get("reference")
+    reasons = table[
+        (table.status != "ok") & table.get("reason", pd.Series("", index=table.index)).astype(bool)
+    ]
+    why = [
+        f"{r} — {reason}"
+        for r, reason in dict(zip(reasons.row, reasons.reason, strict=True)).items()
+    ]
     parts = [
+        f"*Not run: {'; '.join(why)}." if why else "",
         "Dice: mean ± std over test pairs of the per-pair mean over structures present in both "
         "images (seed-averaged; 'seeds ±' is the std of the seed means).",
         f"SDlogJ: {spec.get('sdlogj', 'sdlogj_l2r')} (see README). T_inf: seconds per pair on "
@@ -184,7 +193,7 @@ def _footnote(spec, table) -> str:
         parts.append(
             "Synthetic data: the paper columns are for orientation only; no Δ is computed."
         )
-    return " ".join(parts)
+    return " ".join(p for p in parts if p)
 
 
 def _tex_escape(s: str) -> str:
