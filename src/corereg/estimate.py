@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from corereg.errors import InputError
 from corereg.plan import PAPER_COUNTS, TABLES, Plan
 
 CHECKPOINT_MB = 4.0  # FeatureNet: about 0.9 M float32 parameters plus optimiser state
@@ -52,16 +53,21 @@ def jobs_per_rule(plan: Plan) -> dict[str, int]:
     return jobs
 
 
-def _benchmark_mean_s(results: Path, rule: str) -> float | None:
-    files = list((results / "benchmarks" / rule).rglob("*.tsv"))
-    if not files:
-        return None
-    vals = []
-    for f in files:
+def benchmark_seconds(rule_dir: Path, strict: bool = True) -> list[float]:
+    """Wall seconds of every job of a rule from Snakemake's benchmark files under ``rule_dir``.
+    A file that is not a benchmark file raises (``strict``) or is skipped."""
+    out = []
+    for tsv in sorted(Path(rule_dir).rglob("*.tsv")):
         try:
-            vals.append(float(pd.read_csv(f, sep="\t")["s"].iloc[-1]))
-        except (KeyError, IndexError, ValueError, pd.errors.ParserError):
-            continue
+            out.append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1]))
+        except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
+            if strict:
+                raise InputError(tsv, f"not a Snakemake benchmark file ({exc})") from exc
+    return out
+
+
+def _benchmark_mean_s(results: Path, rule: str) -> float | None:
+    vals = benchmark_seconds(results / "benchmarks" / rule, strict=False)
     return sum(vals) / len(vals) if vals else None
 
 

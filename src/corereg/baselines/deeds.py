@@ -53,11 +53,7 @@ class Deeds(Method):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        unknown = set(self.params) - set(self.KEYS)
-        if unknown:
-            raise CoreregError(
-                f"deeds: unknown parameters {sorted(unknown)}; known: {list(self.KEYS)}"
-            )
+        self.check_keys("deeds", self.KEYS)
         self.ext = extension()
         self.last_warped: np.ndarray | None = None
 

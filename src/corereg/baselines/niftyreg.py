@@ -74,11 +74,7 @@ class NiftyReg(Method):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        unknown = set(self.params) - set(self.KEYS)
-        if unknown:
-            raise CoreregError(
-                f"niftyreg: unknown parameters {sorted(unknown)}; known: {list(self.KEYS)}"
-            )
+        self.check_keys("niftyreg", self.KEYS)
         self.affine = np.eye(4)
         self.last_cpp: Path | None = None
 

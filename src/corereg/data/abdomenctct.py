@@ -21,10 +21,10 @@ import zipfile
 from itertools import combinations
 from pathlib import Path
 
-from corereg.data.manifest import FORMAT
+from corereg.data.manifest import relative_to, write_manifest
 from corereg.data.sources import ChecksumLock, download
 from corereg.errors import CoreregError, InputError
-from corereg.io import atomic_dir, load_image, load_labels, write_json
+from corereg.io import atomic_dir, load_image, load_labels
 
 NAME = "AbdomenCTCT"
 # BTCV order (DATA.md §1.5), used when the dataset json has no label block
@@ -108,28 +108,12 @@ def prepare(raw, out, dataset: str, spec: dict, log=print) -> Path:
                 load_image(img, shape, spacing)  # shape, spacing and finite values
                 load_labels(lab, shape, spacing, labels)
                 # relative to the prepared folder, which sits beside raw/
-                cases.append(
-                    {
-                        "id": f"{i:04d}",
-                        "image": _rel(img, out),
-                        "label": _rel(lab, out),
-                        "split": split,
-                    }
-                )
+                cases.append({"id": f"{i:04d}", "image": relative_to(img, out), "label": relative_to(lab, out),
+                              "split": split})  # fmt: skip
         pairs = [{"fixed": f"{a:04d}", "moving": f"{b:04d}", "split": s}
                  for s, ids in (("train", train), ("test", test), ("val", val)) for a, b in combinations(ids, 2)]  # fmt: skip
-        write_json(tmp / "manifest.json", {
-            "format": FORMAT, "dataset": dataset, "name": NAME, "source": "abdomenctct", "seed": None,
-            "shape": list(shape), "spacing": list(spacing), "orientation": "as distributed (RAS)", "intensity": "HU",
-            "labels": {str(k): v for k, v in sorted(labels.items())}, "cases": cases, "pairs": pairs,
-            "release": meta.get("release"),
-        })  # fmt: skip
+        write_manifest(tmp, dataset, NAME, "abdomenctct", shape, spacing, labels, cases, pairs, None,
+                       orientation="as distributed (RAS)", release=meta.get("release"))  # fmt: skip
     counts = {s: sum(p["split"] == s for p in pairs) for s in ("train", "val", "test")}
     log(f"[prepare] {dataset}: {len(cases)} scans, pairs {counts} (paper: train 190, test 45)")
     return out
-
-
-def _rel(path: Path, prepared: Path) -> str:
-    import os
-
-    return os.path.relpath(path.resolve(), prepared.resolve())

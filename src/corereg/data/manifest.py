@@ -19,10 +19,27 @@ from pathlib import Path
 import numpy as np
 
 from corereg.errors import InputError
-from corereg.io import load_image, load_labels, read_json
+from corereg.io import load_image, load_labels, read_json, write_json
 
 FORMAT = "corereg-manifest/1"
 REQUIRED = ("format", "dataset", "shape", "spacing", "labels", "cases", "pairs")
+
+
+def write_manifest(root, dataset, name, source, shape, spacing, labels, cases, pairs, seed,
+                   orientation: str = "RAS", **extra) -> None:  # fmt: skip
+    """Write ``root/manifest.json``; ``extra`` keys (provenance) are stored beside the contract's."""
+    write_json(Path(root) / "manifest.json", {
+        "format": FORMAT, "dataset": dataset, "name": name, "source": source, "seed": seed,
+        "shape": list(shape), "spacing": list(spacing), "orientation": orientation, "intensity": "HU",
+        "labels": {str(k): v for k, v in sorted(labels.items())}, "cases": cases, "pairs": pairs, **extra,
+    })  # fmt: skip
+
+
+def relative_to(path, prepared) -> str:
+    """``path`` as the manifest of the prepared folder ``prepared`` refers to it (relative)."""
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(prepared).resolve())
 
 
 def pair_id(fixed: str, moving: str) -> str:

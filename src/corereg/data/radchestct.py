@@ -293,11 +293,10 @@ def finish_label(converted, label_dir) -> None:
 def prepare(label_dir, out, dataset: str, spec: dict, log=print) -> Path:
     """Manifest of the converted scans, their TotalSegmentator labels (ids 1-22) and the pair split."""
     import json
-    import os
 
-    from corereg.data.manifest import FORMAT
+    from corereg.data.manifest import relative_to, write_manifest
     from corereg.data.totalseg import STRUCTURES
-    from corereg.io import atomic_dir, load_image, load_labels, write_json
+    from corereg.io import atomic_dir, load_image, load_labels
 
     label_dir, out = Path(label_dir), Path(out)
     info = json.loads((label_dir / "pairs.json").read_text())
@@ -316,15 +315,18 @@ def prepare(label_dir, out, dataset: str, spec: dict, log=print) -> Path:
             img, lab = converted / "imagesTr" / fn, label_dir / "labelsTr" / fn
             load_image(img, shape, spacing)
             load_labels(lab, shape, spacing, labels)
-            rel = lambda p: os.path.relpath(p.resolve(), out.resolve())  # noqa: E731
-            cases.append({"id": scan, "image": rel(img), "label": rel(lab), "split": split})
-        write_json(tmp / "manifest.json", {
-            "format": FORMAT, "dataset": dataset, "name": "RadChestCT", "source": "radchestct",
-            "seed": info.get("seed"), "shape": list(shape), "spacing": list(spacing), "orientation": "RAS",
-            "intensity": "HU", "labels": {str(k): v for k, v in labels.items()}, "cases": cases,
-            "pairs": [{"fixed": p["fixed"], "moving": p["moving"], "split": p["split"]} for p in pairs],
-            "pairing": {k: info.get(k) for k in ("record", "pair_rule", "split", "seed", "counts", "paper")},
-        })  # fmt: skip
+            cases.append(
+                {
+                    "id": scan,
+                    "image": relative_to(img, out),
+                    "label": relative_to(lab, out),
+                    "split": split,
+                }
+            )
+        write_manifest(tmp, dataset, "RadChestCT", "radchestct", shape, spacing, labels, cases,
+                       [{"fixed": p["fixed"], "moving": p["moving"], "split": p["split"]} for p in pairs],
+                       info.get("seed"),
+                       pairing={k: info.get(k) for k in ("record", "pair_rule", "split", "seed", "counts", "paper")})  # fmt: skip
     log(
         f"[prepare] {dataset}: {len(cases)} scans, pairs {info.get('counts')} (paper: 300 train / 71 test)"
     )

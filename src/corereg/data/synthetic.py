@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from corereg.data.manifest import FORMAT
-from corereg.io import atomic_dir, save_nifti, write_json
+from corereg.data.manifest import write_manifest
+from corereg.io import atomic_dir, save_nifti
 
 ABDOMEN_LABELS = {
     1: "spleen",
@@ -382,7 +382,7 @@ def generate_abdomen(out_dir, dataset: str, shape, spacing, n_train: int, n_test
                 for i, a in enumerate(ids)
                 for b in ids[i + 1 :]
             ]
-        _write_manifest(root, dataset, name, "synthetic_abdomen", shape, spacing, ABDOMEN_LABELS,
+        write_manifest(root, dataset, name, "synthetic_abdomen", shape, spacing, ABDOMEN_LABELS,
                         cases, pairs, seed)  # fmt: skip
     return Path(out_dir)
 
@@ -411,26 +411,6 @@ def generate_chest(out_dir, dataset: str, shape, spacing, n_train_pairs: int, n_
                 cases.append(_write_case(root, name, case_id, hu, lab, affine, split))
                 ids.append(case_id)
             pairs.append({"fixed": ids[0], "moving": ids[1], "split": split})
-        _write_manifest(root, dataset, name, "synthetic_chest", shape, spacing, CHEST_LABELS,
+        write_manifest(root, dataset, name, "synthetic_chest", shape, spacing, CHEST_LABELS,
                         cases, pairs, seed)  # fmt: skip
     return Path(out_dir)
-
-
-def _write_manifest(root, dataset, name, source, shape, spacing, labels, cases, pairs, seed):
-    write_json(
-        root / "manifest.json",
-        {
-            "format": FORMAT,
-            "dataset": dataset,
-            "name": name,
-            "source": source,
-            "seed": seed,
-            "shape": list(shape),
-            "spacing": list(spacing),
-            "orientation": "RAS",
-            "intensity": "HU",
-            "labels": {str(k): v for k, v in labels.items()},
-            "cases": cases,
-            "pairs": pairs,
-        },
-    )

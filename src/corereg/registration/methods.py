@@ -25,6 +25,16 @@ class Method:
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def check_keys(self, name: str, known) -> None:
+        """Refuse parameters the method does not know (a misspelt key would be silently ignored)."""
+        from corereg.errors import CoreregError
+
+        unknown = set(self.params) - set(known)
+        if unknown:
+            raise CoreregError(
+                f"{name}: unknown parameters {sorted(unknown)}; known: {list(known)}"
+            )
+
     def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
         """Register ``pairs`` (dicts with fixed, moving); ``load(pair)`` gives the two HU
         arrays and the affine, ``save(pair, disp, affine)`` writes a field.  Returns one

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from corereg.errors import InputError
+from corereg.estimate import benchmark_seconds
 from corereg.io import atomic_path
 
 PACKAGES = (
@@ -131,13 +132,8 @@ def compute_usage(results: Path, gpu_rules: dict[str, int]) -> pd.DataFrame:
     rows = []
     bench = results / "benchmarks"
     for rule_dir in sorted(p for p in bench.iterdir() if p.is_dir()) if bench.is_dir() else []:
-        seconds, jobs = 0.0, 0
-        for tsv in rule_dir.rglob("*.tsv"):
-            try:
-                seconds += float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
-                jobs += 1
-            except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
-                raise InputError(tsv, f"not a Snakemake benchmark file ({exc})") from exc
+        times = benchmark_seconds(rule_dir)
+        seconds, jobs = sum(times), len(times)
         gpus = int(gpu_rules.get(rule_dir.name, 0))
         rows.append({"rule": rule_dir.name, "jobs": jobs, "wall h": round(seconds / 3600, 3),
                      "GPUs per job": gpus, "GPU-hours": round(gpus * seconds / 3600, 3)})  # fmt: skip

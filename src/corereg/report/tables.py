@@ -81,7 +81,7 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
             rec = {"row": row["label"], "method": row["method"], "variant": row["variant"],
                    "dataset": ds["key"], "dataset_label": ds["display"]}  # fmt: skip
             rec.update(summarize(df, ds["key"], row, sdlogj_col))
-            rec["reason"] = row.get("reason") or "" if rec["status"] != "ok" else ""
+            rec["reason"] = (row.get("reason") or "") if rec["status"] != "ok" else ""
             paper = (row.get("paper") or {}).get(ds.get("paper_key") or "", {}) or {}
             for k in ("dice", "sdlogj", "t_inf"):
                 rec[f"paper_{k}"] = paper.get(k, float("nan"))
@@ -148,9 +148,7 @@ def to_markdown(spec: dict, table: pd.DataFrame) -> str:
 
 def _footnote(spec, table) -> str:
     ref = spec.get("reference")
-    reasons = table[
-        (table.status != "ok") & table.get("reason", pd.Series("", index=table.index)).astype(bool)
-    ]
+    reasons = table[table.reason.astype(bool)]  # set only on rows that did not run
     why = [
         f"{r} — {reason}"
         for r, reason in dict(zip(reasons.row, reasons.reason, strict=True)).items()

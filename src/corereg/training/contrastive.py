@@ -154,6 +154,12 @@ def _base(net, images: torch.Tensor, p: dict) -> torch.Tensor:
         return net.conv4(images)
 
 
+def move_features(base: torch.Tensor, affines) -> torch.Tensor:
+    """View B: feature maps moved by one affine each, sampled at feature resolution."""
+    grid = torch.cat([affine_grid(a, base.shape[2:], base.device) for a in affines])
+    return F.grid_sample(base, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def check_params(p: dict) -> None:
     """Reject contrastive settings that are named in the config but not implemented."""
     from corereg.errors import CoreregError, NotImplementedYet
@@ -192,12 +198,10 @@ def views(net, images: torch.Tensor, p: dict, generator: torch.Generator, streng
         return net.conv4(x), base
     if affines is None:
         affines = [draw_affines(strength, generator).a1 for _ in range(len(images))]
-    shape, fshape = images.shape[2:], base.shape[2:]
+    shape = images.shape[2:]
     moved = torch.cat([augment_image(x[k : k + 1], affine_grid(a, shape, images.device), pad)
                        for k, a in enumerate(affines)])  # fmt: skip
-    grid_f = torch.cat([affine_grid(a, fshape, images.device) for a in affines])
-    view_b = F.grid_sample(base, grid_f, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return net.conv4(moved), view_b
+    return net.conv4(moved), move_features(base, affines)
 
 
 def contrastive_loss(
@@ -223,14 +227,9 @@ def contrastive_loss_listing1(net, view_a_fixed: torch.Tensor, view_a_moving: to
     original images' conv4 output moved by the same affines (A1 fixed, A2 moving)."""
     fixed = torch.cat([f for f, _ in pairs])
     moving = torch.cat([m for _, m in pairs])
-    fshape = view_a_fixed.shape[2:]
-    out = []
-    for images, mats in ((fixed, [a.a1 for a in affines]), (moving, [a.a2 for a in affines])):
-        grid = torch.cat([affine_grid(a, fshape, images.device) for a in mats])
-        base = _base(net, images, p)
-        out.append(F.grid_sample(base, grid, mode="bilinear", padding_mode="zeros",
-                                 align_corners=False))  # fmt: skip
-    return _sampled_loss(view_a_fixed, out[0], view_a_moving, out[1], fixed, moving, p, generator)
+    fb = move_features(_base(net, fixed, p), [a.a1 for a in affines])
+    mb = move_features(_base(net, moving, p), [a.a2 for a in affines])
+    return _sampled_loss(view_a_fixed, fb, view_a_moving, mb, fixed, moving, p, generator)
 
 
 def _sampled_loss(fa, fb, ma, mb, fixed, moving, p, generator) -> torch.Tensor:
