@@ -1,5 +1,6 @@
 """Conda environments: valid, pinned, and consistent with the pip lock file."""
 
+import os
 import re
 
 import yaml
@@ -103,3 +104,30 @@ def test_slurm_plugin_is_installed_by_make():
     pins = lock()
     assert pins["snakemake-executor-plugin-slurm"] == "2.8.0"
     assert pins["snakemake-executor-plugin-slurm-jobstep"] == "0.6.1"
+
+
+def test_method_envs_hold_the_corereg_stack_and_their_tools():
+    """A register/train job runs `python -m corereg` in its method's env: every lock pin is
+    there, and the post-deploy script installs the tools at the `baselines` extra's pins."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    pins, extra = lock(), pyproject_pins("baselines")
+    envs = {m.get("env", "corereg") for m in config["methods"].values()}
+    assert {"registration_tools", "unigradicon"} <= envs
+    for stem in envs:
+        env = yaml.safe_load((ROOT / "envs" / f"{stem}.yaml").read_text())
+        pip = {d.split("==")[0].lower().replace("_", "-"): d.split("==")[1]
+               for dep in env["dependencies"] if isinstance(dep, dict) for d in dep["pip"]}  # fmt: skip
+        assert {k: pip.get(k) for k in pins} == pins, stem
+        script = ROOT / "envs" / f"{stem}.post-deploy.sh"
+        if stem != "corereg":
+            text = script.read_text()
+            assert os.access(script, os.X_OK) and "set -euo pipefail" in text
+            for name, version in re.findall(r"([A-Za-z][\w.-]*)==([\w.+-]+)", text):
+                assert extra[name.lower().replace("_", "-")] == version, (script.name, name)
+    # the label rule's env follows the configured TotalSegmentator version
+    from corereg.plan import Plan
+
+    plan = Plan(config)
+    assert plan.label_env("radchest") == "envs/totalseg_v1.yaml"
+    config["datasets"]["radchest"]["source"]["totalsegmentator"]["version"] = "2.18.0"
+    assert Plan(config).label_env("radchest") == "envs/totalseg_v2.yaml"

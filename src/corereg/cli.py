@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from corereg import __version__
-from corereg.errors import CoreregError
+from corereg import __version__, not_run
+from corereg.errors import CoreregError, ToolMissing
 
 
 def _spec(value: str | None) -> dict:
@@ -94,21 +94,40 @@ def cmd_stage(a) -> None:
     raise NotImplementedYet(f"{a.verb} for '{kind}' (issue: real data in)")
 
 
+def cmd_fetch_weights(a) -> None:
+    """Download a method's released weights (size and md5 recorded beside them on first use)."""
+    from corereg.data.sources import ChecksumLock, download
+
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = ChecksumLock(out.parent / "checksums.json")
+    download(a.url, out, md5=None if a.md5 == "none" else a.md5, lock=lock)
+
+
 # ----------------------------------------------------------------------------- training
 def cmd_train(a) -> None:
+    from corereg.baselines import learned
     from corereg.data.manifest import load_manifest
     from corereg.device import resolve_device, set_threads
     from corereg.errors import NotImplementedYet
 
     spec = _spec(a.spec)
-    if spec.get("kind") != "engine":
+    if spec.get("kind") == "engine":
+        from corereg.training.selftrain import train
+    elif spec.get("kind") in learned.MODELS:
+        train = learned.train
+    else:
         raise NotImplementedYet(
             f"training of method kind '{spec.get('kind')}' (method {a.method}/{a.variant})"
         )
-    from corereg.training.selftrain import train
 
     set_threads(a.threads)
-    final = train(load_manifest(a.data), spec, resolve_device(a.device), a.out)
+    try:
+        final = train(load_manifest(a.data), spec, resolve_device(a.device), a.out)
+    except ToolMissing as exc:
+        if a.if_missing != "report":
+            raise
+        final = not_run.write_model(a.out, spec.get("kind"), exc.reason)
     print(f"[train] wrote {final}")
 
 
@@ -122,10 +141,16 @@ def cmd_register(a) -> None:
     set_threads(a.threads)
     device = resolve_device(a.device)
     params = _spec(a.params)
-    method = make_method(a.method, params, device, a.checkpoint, a.seed)
+    if a.manifest and not a.out_dir:
+        raise CoreregError("--manifest needs --out-dir")
+    try:
+        method = make_method(a.method, params, device, a.checkpoint, a.seed)
+    except ToolMissing as exc:
+        if a.if_missing != "report" or not a.manifest:
+            raise
+        not_run.write_fields(a.out_dir, a.method, exc.reason)
+        return
     if a.manifest:
-        if not a.out_dir:
-            raise CoreregError("--manifest needs --out-dir")
         manifest = load_manifest(a.manifest)
         with atomic_dir(a.out_dir) as tmp:
             timing = register_manifest(manifest, method, tmp, split=a.split)
@@ -239,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         s.set_defaults(func=cmd_stage)
 
+    s = sub.add_parser("fetch-weights", help="download a pretrained method's released weights")
+    s.add_argument("--url", required=True)
+    s.add_argument(
+        "--md5", default="none", help="expected md5, or none (recorded on first download)"
+    )
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fetch_weights)
+
     s = sub.add_parser("train", help="train a learning-based method")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--method", required=True)
@@ -248,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True, help="model folder")
+    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
+                   help="tool not installed: fail, or write a 'not run' model the tables report")  # fmt: skip
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("register", help="register one pair, or every test pair of a manifest")
@@ -263,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
+                   help="tool not installed: fail, or write a 'not run' record the tables report")  # fmt: skip
     s.set_defaults(func=cmd_register)
 
     s = sub.add_parser("evaluate", help="Dice, HD95, SDlogJ of a folder of fields")

@@ -21,3 +21,15 @@ class NotImplementedYet(CoreregError):
         super().__init__(
             f"not implemented yet: {what}; see README, section 'Status of the pipeline'"
         )
+
+
+class ToolMissing(CoreregError):
+    """A comparison method's tool (package, binary, weights) is not installed here.
+
+    The register and train steps turn this into a "not run: <reason>" row unless the
+    method's ``if_missing`` is ``fail``."""
+
+    def __init__(self, tool: str, reason: str):
+        self.tool = tool
+        self.reason = reason
+        super().__init__(reason)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from corereg import not_run
 from corereg.data.manifest import Manifest, field_name
 from corereg.errors import InputError
 from corereg.evaluation import evaluate_pair
@@ -23,13 +24,20 @@ def evaluate_run(
         raise InputError(
             manifest.path, f"evaluated labels {unknown} are not labels of this dataset"
         )
+    ident = {k: spec[k] for k in ("dataset", "method", "variant", "seed")}
+    reason = not_run.reason_of_fields(fields)
+    if reason is not None:  # the method's tool is absent: one row that says so
+        pairs = pd.DataFrame([{**ident, "not_run": reason}])
+        write_csv(out_structures, pd.DataFrame(columns=[*ident, "fixed", "moving", "label"]))
+        write_csv(out_pairs, pairs)
+        print(f"[evaluate] not run: {reason}", flush=True)
+        return pairs
     timing_path = fields / "timing.csv"
     if not timing_path.is_file():
         raise InputError(timing_path, "file does not exist (registration output incomplete)")
     timing = pd.read_csv(timing_path, dtype={"fixed": str, "moving": str}).set_index(
         ["fixed", "moving"]
     )
-    ident = {k: spec[k] for k in ("dataset", "method", "variant", "seed")}
     labels_of = functools.lru_cache(maxsize=8)(manifest.load_labels)  # pairs share cases
     srows, prows = [], []
     for p in manifest.pairs("test"):

@@ -94,6 +94,21 @@ class Plan:
     def trainable(self, name: str) -> bool:
         return bool(self.method(name).get("trainable", False))
 
+    def conda_env(self, name: str) -> str:
+        """envs/<name>.yaml of a method's tool family (corereg unless the method names one)."""
+        return f"envs/{self.method(name).get('env', 'corereg')}.yaml"
+
+    def if_missing(self, name: str) -> str:
+        return self.method(name).get("if_missing", "report")
+
+    def label_env(self, dataset: str) -> str:
+        ts = self.cfg["datasets"][dataset]["source"].get("totalsegmentator") or {}
+        return (
+            "envs/totalseg_v1.yaml"
+            if str(ts.get("version", "1")).startswith("1")
+            else "envs/totalseg_v2.yaml"
+        )
+
     def seeds_for(self, name: str) -> list[int]:
         seeds = list(self.cfg["seeds"])
         return seeds if self.trainable(name) else seeds[:1]
@@ -109,9 +124,19 @@ class Plan:
             params = deep_merge(params, m["variants"][variant])
         return params
 
+    def weights(self, name: str) -> str | None:
+        """Released weights the workflow downloads for a method (params.weights null and a
+        params.weights_url), else None."""
+        params = self.method(name).get("params") or {}
+        if params.get("weights") or not params.get("weights_url"):
+            return None
+        return f"{self.data_root}/weights/{name}/{params['weights_url'].rsplit('/', 1)[-1]}"
+
     def register_params(self, run: Run) -> dict:
         """Method parameters of a run; the engine also gets its dataset's test-time settings."""
         params = self.method_params(run.method, run.variant)
+        if self.weights(run.method):
+            params["weights"] = self.weights(run.method)
         if self.method(run.method)["kind"] == "engine":
             ds = self.cfg["datasets"][run.dataset]
             params.update(

@@ -3,7 +3,8 @@ import sys
 
 from snakemake.utils import validate
 
-SRC = os.path.join(workflow.basedir, "src")
+ROOT = workflow.basedir  # the repository (the main Snakefile lives there)
+SRC = os.path.join(ROOT, "src")
 sys.path.insert(0, SRC)
 # Jobs run `python -m corereg` from this checkout (no install needed in conda envs).
 # The name is a variable: this sets PYTHONPATH, it does not require it from the user.
@@ -48,4 +49,6 @@ def register_inputs(w):
     inputs = {"data": plan.prepared(w.dataset)}
     if plan.trainable(w.method):
         inputs["model"] = plan.model(run_of(w))
+    if plan.weights(w.method):
+        inputs["weights"] = plan.weights(w.method)
     return inputs

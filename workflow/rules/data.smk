@@ -54,7 +54,7 @@ rule label:
     benchmark:
         f"{RESULTS}/benchmarks/label/{{dataset}}.tsv"
     conda:
-        "../../envs/totalseg_v1.yaml"
+        lambda w: os.path.join(ROOT, plan.label_env(w.dataset))
     threads: res("label", "threads")
     resources:
         mem_mb=res("label", "mem_mb"),
@@ -87,3 +87,25 @@ rule prepare:
         raw=lambda w, input: f"--raw {input[0]}" if input else "",
     shell:
         "python -m corereg prepare --dataset {wildcards.dataset} --spec {params.spec} {params.raw} --out {output} > {log} 2>&1"
+
+
+# Released weights of a pretrained comparison method (uniGradICON), fetched once.
+rule weights:
+    output:
+        f"{DATA}/weights/{{method}}/{{name}}",
+    log:
+        f"{RESULTS}/logs/weights/{{method}}/{{name}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/weights/{{method}}/{{name}}.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("download", "threads")
+    resources:
+        mem_mb=res("download", "mem_mb"),
+        runtime=res("download", "runtime"),
+        gpu=0,
+    params:
+        url=lambda w: plan.method(w.method)["params"]["weights_url"],
+        md5=lambda w: plan.method(w.method)["params"].get("weights_md5") or "none",
+    shell:
+        "python -m corereg fetch-weights --url {params.url} --md5 {params.md5} --out {output} > {log} 2>&1"

@@ -11,7 +11,7 @@ rule register:
     benchmark:
         f"{RESULTS}/benchmarks/register/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
     conda:
-        "../../envs/corereg.yaml"
+        lambda w: os.path.join(ROOT, plan.conda_env(w.method))
     threads: res("register", "threads")
     resources:
         mem_mb=res("register", "mem_mb"),
@@ -24,10 +24,11 @@ rule register:
             f"--checkpoint {input.model}" if "model" in input.keys() else ""
         ),
         device=config["device"],
+        if_missing=lambda w: plan.if_missing(w.method),
     shell:
         "python -m corereg register --method {params.kind} --params {params.params} --manifest {input.data}"
         " --out-dir {output} --seed {wildcards.seed} --device {params.device} --threads {threads}"
-        " {params.checkpoint} > {log} 2>&1"
+        " --if-missing {params.if_missing} {params.checkpoint} > {log} 2>&1"
 
 
 rule evaluate:

@@ -13,7 +13,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
     conda:
-        "../../envs/corereg.yaml"
+        lambda w: os.path.join(ROOT, plan.conda_env(w.method))
     threads: res("train", "threads")
     resources:
         mem_mb=res("train", "mem_mb"),
@@ -23,8 +23,9 @@ rule train:
         spec=lambda w: plan.quote(plan.train_spec(run_of(w))),
         outdir=lambda w, output: os.path.dirname(output.model),
         device=config["device"],
+        if_missing=lambda w: plan.if_missing(w.method),
     shell:
         "python -m corereg train --data {input.data} --method {wildcards.method} --variant {wildcards.variant}"
         " --seed {wildcards.seed} --spec {params.spec} --device {params.device} --threads {threads}"
-        " --out {params.outdir}"
+        " --out {params.outdir} --if-missing {params.if_missing}"
         " > {log} 2>&1"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corereg.errors import CoreregError
+from corereg.errors import ToolMissing
 from corereg.registration.methods import Method
 
 INSTALL = ("pip install Cython==3.3.1 && pip install --no-deps --no-build-isolation --pre "
@@ -30,10 +30,12 @@ def extension():
     """The compiled ``deeds_wrapper`` module, without importing the Quantiphyse GUI."""
     spec = importlib.util.find_spec("quantiphyse_deeds")
     if spec is None or not spec.submodule_search_locations:
-        raise CoreregError(f"DEEDs is not installed: {INSTALL}")
+        raise ToolMissing("deeds", f"DEEDs is not installed: {INSTALL}")
     libs = sorted(Path(spec.submodule_search_locations[0]).glob("deeds_wrapper*.so"))
     if not libs:
-        raise CoreregError(f"quantiphyse-deeds has no compiled deeds_wrapper extension: {INSTALL}")
+        raise ToolMissing(
+            "deeds", f"quantiphyse-deeds has no compiled deeds_wrapper extension: {INSTALL}"
+        )
     mod_spec = importlib.util.spec_from_file_location("deeds_wrapper", libs[0])
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)

@@ -22,7 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from corereg.errors import CoreregError
+from corereg.errors import CoreregError, ToolMissing
 from corereg.registration.methods import Method
 
 INSTALL = "CMAKE_POLICY_VERSION_MINIMUM=3.5 pip install niftyreg==1.5.70rc1"
@@ -46,8 +46,9 @@ def bin_dir(params: dict | None = None) -> Path:
     found = shutil.which("reg_f3d")
     if found:
         return Path(found).parent
-    raise CoreregError(
-        f"NiftyReg is not installed (no reg_f3d): {INSTALL}, or set methods.niftyreg.params.bin_dir"
+    raise ToolMissing(
+        "niftyreg",
+        f"NiftyReg is not installed (no reg_f3d): {INSTALL}, or set methods.niftyreg.params.bin_dir",
     )
 
 

@@ -74,6 +74,12 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"{spec['artifact']}: row labels must be unique, got {labels}")
     ref = spec.get("reference")
     sdlogj_col = spec.get("sdlogj", "sdlogj_l2r")
+    missing = {}  # (dataset, method, variant) -> reason of a method whose tool is absent
+    if "not_run" in df.columns:
+        marked = df.not_run.notna() & (df.not_run.astype(str) != "")
+        for r in df[marked].itertuples():
+            missing[(r.dataset, r.method, r.variant)] = f"not run: {r.not_run}"
+        df = df[~marked]
     out = []
     for ds in spec["datasets"]:
         ref_dice = per_pair(df, ds["key"], ref["method"], ref["variant"]) if ref else None
@@ -81,7 +87,8 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
             rec = {"row": row["label"], "method": row["method"], "variant": row["variant"],
                    "dataset": ds["key"], "dataset_label": ds["display"]}  # fmt: skip
             rec.update(summarize(df, ds["key"], row, sdlogj_col))
-            rec["reason"] = (row.get("reason") or "") if rec["status"] != "ok" else ""
+            absent = missing.get((ds["key"], row["method"], row["variant"]))
+            rec["reason"] = (row.get("reason") or absent or "") if rec["status"] != "ok" else ""
             paper = (row.get("paper") or {}).get(ds.get("paper_key") or "", {}) or {}
             for k in ("dice", "sdlogj", "t_inf"):
                 rec[f"paper_{k}"] = paper.get(k, float("nan"))

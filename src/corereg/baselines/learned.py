@@ -1,0 +1,306 @@
+"""Learned pairwise registration baselines (VoxelMorph, LapIRN): training and inference.
+
+Both are unsupervised: a network maps (moving, fixed) to a displacement field in
+voxels of the fixed grid and is trained on the manifest's training pairs with a
+local-NCC similarity and a diffusion regulariser.  This module holds what the two
+share:
+
+* the intensity normalisation (HU clipped to ``window`` and scaled to [0, 1]) and
+  padding to the network's size multiple (the field is cropped back);
+* ``voxel_warp``: the pull warp ``I(x + u(x))`` with ``u`` in voxels, channels in
+  array-axis order, i.e. exactly the Learn2Reg field convention;
+* ``Trainer``: seeded pair sampling, Adam, validation Dice every ``val_every``
+  iterations, a full checkpoint (model, optimiser, generator, log) every
+  ``ckpt_every`` iterations from which a killed job resumes, ``final.pt`` and
+  ``train_log.csv`` at the end;
+* ``LearnedMethod``: the registration adapter that loads ``final.pt``.
+
+A model class (``corereg.baselines.voxelmorph``/``lapirn``) provides
+``__init__(params)``, ``multiple`` (the padding multiple), ``loss(fixed, moving,
+iteration) -> (loss, parts)``, ``field(fixed, moving) -> (B, 3, H, W, D)`` voxels and
+optionally ``set_iteration(i)`` (LapIRN's progressive levels).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from corereg.data.manifest import Manifest
+from corereg.device import seed_everything
+from corereg.errors import CoreregError, InputError, ToolMissing
+from corereg.io import atomic_path, write_csv
+from corereg.registration.methods import Method
+
+CKPT = "checkpoint.pt"
+MODELS = {
+    "voxelmorph": "corereg.baselines.voxelmorph:VoxelMorphNet",
+    "lapirn": "corereg.baselines.lapirn:LapIRN",
+}
+# Shared training keys; each model adds its own (``KEYS`` of the model class).
+TRAIN_KEYS = ("iterations", "lr", "batch_size", "window", "val_every", "val_pairs", "ckpt_every")
+TRAIN_DEFAULTS = {"lr": 1.0e-4, "batch_size": 1, "window": [-1000.0, 1000.0], "val_every": 200,
+                  "val_pairs": 4, "ckpt_every": 500}  # fmt: skip
+
+
+def model_class(kind: str):
+    if kind not in MODELS:
+        raise CoreregError(f"no learned baseline of kind '{kind}'; known: {sorted(MODELS)}")
+    module, name = MODELS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def resolve_params(kind: str, params: dict) -> dict:
+    """Defaults of the model and the trainer, overridden by ``params``; unknown keys refused."""
+    cls = model_class(kind)
+    known = (*TRAIN_KEYS, *cls.KEYS)
+    unknown = set(params or {}) - set(known)
+    if unknown:
+        raise CoreregError(f"{kind}: unknown parameters {sorted(unknown)}; known: {list(known)}")
+    return {**TRAIN_DEFAULTS, **cls.DEFAULTS, **(params or {})}
+
+
+# ----------------------------------------------------------------------------- tensors
+def normalize(hu: torch.Tensor, window) -> torch.Tensor:
+    lo, hi = float(window[0]), float(window[1])
+    return (hu.clamp(lo, hi) - lo) / (hi - lo)
+
+
+def pad_to(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
+    """Pad the last three axes at their far end up to a multiple of ``multiple``."""
+    pads = []
+    for n in reversed(x.shape[-3:]):
+        pads += [0, (-n) % multiple]
+    return F.pad(x, pads, value=value) if any(pads) else x
+
+
+def voxel_grid(disp: torch.Tensor) -> torch.Tensor:
+    """Sampling grid (B, H, W, D, 3) of ``x + u(x)`` for ``grid_sample`` (align_corners=True)."""
+    shape = disp.shape[2:]
+    axes = [torch.arange(n, device=disp.device, dtype=disp.dtype) for n in shape]
+    ident = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (3, H, W, D), axis order
+    coords = ident.unsqueeze(0) + disp
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape], device=disp.device, dtype=disp.dtype)
+    norm = coords * scale.view(1, 3, 1, 1, 1) - 1.0
+    return norm.permute(0, 2, 3, 4, 1).flip(-1)  # grid_sample wants (x, y, z) = (axis 2, 1, 0)
+
+
+def voxel_warp(image: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Pull ``image`` (B, C, H, W, D) through a voxel field (B, 3, H, W, D); zeros outside."""
+    return F.grid_sample(
+        image, voxel_grid(disp), mode=mode, padding_mode="zeros", align_corners=True
+    )
+
+
+def diffusion(disp: torch.Tensor) -> torch.Tensor:
+    """Mean squared forward difference of the field along the three axes (voxel units)."""
+    d0 = disp[:, :, 1:] - disp[:, :, :-1]
+    d1 = disp[:, :, :, 1:] - disp[:, :, :, :-1]
+    d2 = disp[..., 1:] - disp[..., :-1]
+    return (d0.pow(2).mean() + d1.pow(2).mean() + d2.pow(2).mean()) / 3.0
+
+
+def local_ncc(a: torch.Tensor, b: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
+    """Mean squared local normalised cross-correlation over cubic windows (1 = identical)."""
+    n = float(window**3)
+
+    def pool(t):
+        return F.avg_pool3d(t, window, stride=1, padding=window // 2, count_include_pad=False) * n
+
+    sa, sb = pool(a), pool(b)
+    saa, sbb, sab = pool(a * a), pool(b * b), pool(a * b)
+    cross = sab - sa * sb / n
+    var_a = (saa - sa * sa / n).clamp_min(0)
+    var_b = (sbb - sb * sb / n).clamp_min(0)
+    return (cross * cross / (var_a * var_b + eps)).mean()
+
+
+# ----------------------------------------------------------------------------- data
+class PairData:
+    """Normalised, padded train and validation pairs of a manifest, kept on the device."""
+
+    def __init__(self, manifest: Manifest, window, multiple: int, device, n_val: int, eval_labels):
+        self.train = [(p["fixed"], p["moving"]) for p in manifest.pairs("train")]
+        if not self.train:
+            raise InputError(manifest.path, "the training set is empty (no 'train' pairs)")
+        self.val = [(p["fixed"], p["moving"]) for p in manifest.pairs("val")] or self.train[
+            : max(1, n_val)
+        ]
+        self.shape = tuple(manifest.shape)
+        ids = sorted({i for pr in self.train + self.val for i in pr})
+        self.images = {}
+        for i in ids:
+            hu = torch.from_numpy(np.ascontiguousarray(manifest.load_image(i)[0]))[None, None]
+            self.images[i] = pad_to(normalize(hu, window), multiple).to(device)
+        self.labels = {}
+        for i in sorted({i for pr in self.val for i in pr}):
+            lab = torch.from_numpy(manifest.load_labels(i).astype(np.float32))[None, None]
+            self.labels[i] = pad_to(lab, multiple).to(device)
+        self.eval_labels = list(eval_labels or sorted(manifest.labels))
+
+
+def dice_of(fixed_lab: torch.Tensor, warped_lab: torch.Tensor, labels) -> float:
+    vals = []
+    for lab in labels:
+        a, b = fixed_lab == lab, warped_lab == lab
+        if bool(a.any()):
+            vals.append(float(2 * (a & b).sum() / (a.sum() + b.sum())))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+# ----------------------------------------------------------------------------- training
+class Trainer:
+    def __init__(self, kind: str, manifest: Manifest, params: dict, seed: int, device, out_dir,
+                 eval_labels=None, log=print):  # fmt: skip
+        self.kind, self.p, self.seed, self.device = (
+            kind,
+            resolve_params(kind, params),
+            int(seed),
+            device,
+        )
+        self.out, self.log = Path(out_dir), log
+        self.cls = model_class(kind)
+        seed_everything(self.seed)
+        self.net = self.cls(self.p).to(device)
+        self.data = PairData(manifest, self.p["window"], self.net.multiple, device,
+                             int(self.p["val_pairs"]), eval_labels)  # fmt: skip
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(self.p["lr"]))
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.total = self.net.total_iterations(self.p)
+        self.rows: list[dict] = []
+        self.start = 0
+
+    def _state(self, iteration: int) -> dict:
+        return {"iteration": iteration, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "gen": self.gen.get_state(), "rows": self.rows, "params": self.p, "seed": self.seed,
+                "kind": self.kind, "torch_rng": torch.get_rng_state()}  # fmt: skip
+
+    def _resume(self) -> None:
+        path = self.out / CKPT
+        if not path.is_file():
+            return
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if st.get("params") != self.p or st.get("seed") != self.seed or st.get("kind") != self.kind:
+            raise CoreregError(
+                f"{path}: checkpoint was written with other parameters or seed; delete it to restart"
+            )
+        self.net.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        self.rows, self.start = st["rows"], st["iteration"]
+        self.log(f"[train] resumed from {path} at iteration {self.start}")
+
+    def _save(self, iteration: int) -> None:
+        with atomic_path(self.out / CKPT, suffix=".pt") as tmp:
+            torch.save(self._state(iteration), tmp)
+
+    def _batch(self):
+        idx = torch.randint(len(self.data.train), (int(self.p["batch_size"]),), generator=self.gen)
+        pairs = [self.data.train[int(k)] for k in idx]
+        fixed = torch.cat([self.data.images[f] for f, _ in pairs])
+        moving = torch.cat([self.data.images[m] for _, m in pairs])
+        return fixed, moving
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        self.net.eval()
+        vals = []
+        for f, m in self.data.val:
+            disp = self.net.field(self.data.images[f], self.data.images[m])
+            warped = voxel_warp(self.data.labels[m], disp, mode="nearest")
+            vals.append(dice_of(self.data.labels[f], warped, self.data.eval_labels))
+        self.net.train()
+        return float(np.mean(vals))
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        val_every, ckpt_every = int(self.p["val_every"]), int(self.p["ckpt_every"])
+        self.net.train()
+        t0 = time.perf_counter()
+        if self.start == 0:
+            self.rows.append({"iteration": 0, "loss": float("nan"), "val_dice": self.validate()})
+        for i in range(self.start, self.total):
+            if hasattr(self.net, "set_iteration"):
+                self.net.set_iteration(i)
+            fixed, moving = self._batch()
+            loss, parts = self.net.loss(fixed, moving, i)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            last = i == self.total - 1
+            if i % val_every == val_every - 1 or last:
+                row = {"iteration": i + 1, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
+                       "val_dice": self.validate()}  # fmt: skip
+                self.rows.append(row)
+                self.log(f"[train] {self.kind} it {i + 1}/{self.total} loss {row['loss']:.4f} "
+                         f"val Dice {row['val_dice']:.3f} {time.perf_counter() - t0:.0f} s")  # fmt: skip
+            if (i + 1) % ckpt_every == 0 and not last:
+                self._save(i + 1)
+                if os.environ.get("CORE_TEST_STOP_AFTER_ITER") == str(i + 1):
+                    raise SystemExit(f"[train] stopped after iteration {i + 1} (test hook)")
+        return self._finish()
+
+    def _finish(self) -> Path:
+        final = self.out / "final.pt"
+        with atomic_path(final, suffix=".pt") as tmp:
+            torch.save({"kind": self.kind, "model": self.net.state_dict(), "params": self.p,
+                        "seed": self.seed, "iterations": self.total}, tmp)  # fmt: skip
+        write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
+        (self.out / CKPT).unlink(missing_ok=True)
+        return final
+
+
+def train(manifest: Manifest, spec: dict, device, out_dir, log=print) -> Path:
+    ds = spec.get("dataset") or {}
+    return Trainer(spec["kind"], manifest, spec.get("params") or {}, int(spec["seed"]), device, out_dir,
+                   ds.get("eval_labels"), log).run()  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- inference
+class LearnedMethod(Method):
+    """A trained VoxelMorph / LapIRN network as a registration method (one forward pass)."""
+
+    needs_checkpoint = True
+    kind = ""
+
+    def __init__(self, params, device, checkpoint=None, seed=0):
+        super().__init__(params, device, checkpoint, seed)
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if ckpt.get("not_run"):  # training could not run (its tool is absent): report that
+            raise ToolMissing(self.kind, ckpt["not_run"])
+        if ckpt.get("kind") != self.kind:
+            raise InputError(checkpoint, f"is a '{ckpt.get('kind')}' model, not '{self.kind}'")
+        # The training parameters are the defaults; register-time params may only repeat them.
+        self.params = resolve_params(self.kind, {**ckpt["params"], **self.params})
+        self.net = model_class(self.kind)(self.params).to(device)
+        self.net.load_state_dict(ckpt["model"])
+        self.net.eval()
+
+    @torch.no_grad()
+    def field_tensor(self, fixed: np.ndarray, moving: np.ndarray) -> torch.Tensor:
+        """(1, 3, H', W', D') voxel field on the padded grid."""
+        to = lambda a: pad_to(normalize(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None],  # noqa: E731
+                                        self.params["window"]), self.net.multiple).to(self.device)  # fmt: skip
+        return self.net.field(to(fixed), to(moving))
+
+    def register(self, fixed, moving):
+        h, w, d = fixed.shape
+        disp = self.field_tensor(fixed, moving)[0, :, :h, :w, :d]
+        return disp.permute(1, 2, 3, 0).float().cpu().numpy()
+
+
+class VoxelMorph(LearnedMethod):
+    kind = "voxelmorph"
+
+
+class LapIRNMethod(LearnedMethod):
+    kind = "lapirn"
