@@ -30,8 +30,9 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile workflow/presets/tiny.yaml > /dev/null
 
+# Two pytest workers (CORES); tests sharing the tiny run or the SLURM cluster stay on one worker.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

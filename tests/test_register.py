@@ -41,8 +41,10 @@ def test_convexadam_recovers_a_known_translation():
 
 def test_unknown_and_planned_methods():
     with pytest.raises(
-        NotImplementedYet, match="not implemented yet: registration method kind 'lapirn'"
+        NotImplementedYet, match="not implemented yet: registration method kind 'samconvex'"
     ):
+        make_method("samconvex", {}, torch.device("cpu"), checkpoint=None)
+    with pytest.raises(CoreregError, match="method kind 'lapirn' needs --checkpoint"):
         make_method("lapirn", {}, torch.device("cpu"), checkpoint=None)
     with pytest.raises(CoreregError, match="method kind 'engine' needs --checkpoint"):
         make_method("engine", {}, torch.device("cpu"), checkpoint=None)

@@ -10,6 +10,8 @@ import pytest
 from corereg.estimate import jobs_per_rule
 from corereg.plan import Plan
 
+pytestmark = pytest.mark.xdist_group("tiny")  # shares the session's tiny run
+
 
 def chromium() -> str | None:
     """The Chromium binary; installs Debian's package when missing and allowed (root + apt-get)."""

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import ROOT, run_cli, run_snakemake
 
+pytestmark = pytest.mark.xdist_group("tiny")  # shares the session's tiny run
+
 
 def job_counts(stdout: str) -> dict[str, int]:
     table = stdout.split("Job stats:")[1]
@@ -34,6 +36,8 @@ def test_paper_dry_run_lists_every_step():
         counts["register"] == counts["evaluate"] == counts["train"] + 2 * 5
     )  # SAMConvex: not reproduced
     assert counts["table"] == 3 and counts["figure"] == 3 and counts["report_html"] == 1
+    assert counts["weights"] == 1  # uniGradICON's released weights, fetched once
+    assert "releases/download/unigradicon_weights/Step_2_final.trch" in proc.stdout
     assert "/tmp/corereg-dry/report/index.html" in proc.stdout
     for target in ("tables/table1.md", "tables/table2.tex", "tables/table3.csv",
                    "figures/fig3.pdf", "figures/fig4a.png", "figures/fig4b.png"):  # fmt: skip
@@ -70,15 +74,15 @@ def test_declared_future_steps_fail_clearly(tmp_path):
         "--data",
         tmp_path,
         "--method",
-        "voxelmorph",
+        "samconvex",
         "--spec",
-        '{"kind": "voxelmorph"}',
+        '{"kind": "samconvex"}',
         "--out",
         tmp_path / "m",
     )
     assert proc.returncode == 1
     assert (
-        "not implemented yet: training of method kind 'voxelmorph'" in proc.stderr
+        "not implemented yet: training of method kind 'samconvex'" in proc.stderr
         and "see README" in proc.stderr
     )
     proc = run_cli(
@@ -115,9 +119,16 @@ def test_tiny_end_to_end(tiny_run):
             assert (res / "figures" / f"{name}.{ext}").stat().st_size > 1000
     t1 = pd.read_csv(res / "tables" / "table1.csv")
     ok = t1[t1.status == "ok"]
-    assert set(ok.method) == {"initial", "convexadam", "deeds", "niftyreg", "bigalke", "core"}
-    assert set(t1[t1.status == "not run"].method) == {"voxelmorph", "lapirn", "unigradicon", "samconvex",
-                                                      "bigalke_original"}  # fmt: skip
+    assert set(ok.method) == {"initial", "convexadam", "deeds", "niftyreg", "voxelmorph", "lapirn", "bigalke",
+                              "core"}  # fmt: skip
+    assert set(t1[t1.status == "not run"].method) == {
+        "unigradicon",
+        "samconvex",
+        "bigalke_original",
+    }
+    for kind in ("voxelmorph", "lapirn"):  # trained by the train rule, with a validation log
+        log = pd.read_csv(res / f"models/synth_abdomen/{kind}/default/seed0/train_log.csv")
+        assert log.iteration.iloc[0] == 0 and log.val_dice.notna().all()
     for ds in ("synth_abdomen", "synth_chest"):
         d = ok[ok.dataset == ds].set_index("method")
         assert d.loc["convexadam", "dice_mean"] > d.loc["initial", "dice_mean"] + 5
@@ -137,7 +148,8 @@ def test_tiny_end_to_end(tiny_run):
     core_log = pd.read_csv(res / "models/synth_abdomen/core/alpha_5/seed0/train_log.csv")
     assert (core_log.alpha == 5.0).all() and core_log.loss_cl.notna().all()
     md = (res / "tables" / "table1.md").read_text()
-    assert "| VoxelMorph | not run |" in md and "| CoRe | " in md and "| DEEDs | " in md
+    assert "| uniGradICON | not run |" in md and "| CoRe | " in md and "| DEEDs | " in md
+    assert "| VoxelMorph | " in md and "| LapIRN | " in md
     assert (
         "| SAMConvex | not run* |" in md
         and "*Not run: SAMConvex — not reproduced: its SAM embedding" in md

@@ -57,10 +57,14 @@ class LevelNet(nn.Module):
         nn.init.normal_(self.out.weight, 0.0, 1e-5)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x):
+    def forward(self, x, coarse_feat=None):
+        """Residual field and this level's embedding (input of the next level)."""
         skip = self.enc(x)
-        y = self.up(self.res(self.down(skip)))
-        return self.out(self.dec(torch.cat([y, skip], 1)))
+        y = self.down(skip)
+        if coarse_feat is not None:  # LapIRN's feature sharing: the coarser level's embedding
+            y = y + F.interpolate(coarse_feat, size=y.shape[2:], mode="trilinear", align_corners=False)
+        feat = self.res(y)
+        return self.out(self.dec(torch.cat([self.up(feat), skip], 1))), feat
 
 
 def downsample(x: torch.Tensor, times: int) -> torch.Tensor:
@@ -119,7 +123,7 @@ class LapIRN(nn.Module):
 
     def pyramid_field(self, fixed, moving, level: int):
         """Field at ``level`` (1 = quarter resolution) and the images at that resolution."""
-        disp = None
+        disp, feat = None, None
         for k in range(level):
             f = downsample(fixed, LEVELS - 1 - k)
             m = downsample(moving, LEVELS - 1 - k)
@@ -129,7 +133,8 @@ class LapIRN(nn.Module):
                 else upsample_field(disp)
             )
             warped = voxel_warp(m, disp)
-            disp = disp + self.nets[k](torch.cat([warped, f, disp], 1))
+            residual, feat = self.nets[k](torch.cat([warped, f, disp], 1), feat)
+            disp = disp + residual
         return disp, f, m
 
     def field(self, fixed, moving):

@@ -50,11 +50,11 @@ BASELINES = {
     "deeds": "corereg.baselines.deeds:Deeds",
     "voxelmorph": "corereg.baselines.learned:VoxelMorph",
     "lapirn": "corereg.baselines.learned:LapIRNMethod",
+    "unigradicon": "corereg.baselines.unigradicon:UniGradICON",
 }
 
 # Kinds declared in config.yaml whose adapters come with later issues.
 PLANNED = {
-    "unigradicon": "Table 1 baseline adapter",
     "samconvex": "Table 1 baseline adapter",
 }
 
