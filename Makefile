@@ -30,9 +30,8 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile workflow/presets/tiny.yaml > /dev/null
 
-# Two pytest workers (CORES); tests sharing the tiny run or the SLURM cluster stay on one worker.
 test: lint
-	$(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup
+	$(BIN)/python -m pytest -q
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

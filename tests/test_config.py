@@ -66,16 +66,23 @@ def test_plan_runs_and_seeds():
     assert plan.stage_input("abdomen", "prepare") == ["data/abdomen/raw"]
 
 
-def test_demo_preset_runs_core_and_disables_future_methods():
+def test_demo_preset_runs_every_cpu_runnable_method():
     plan = Plan(load("demo"))
     assert {r.method for r in plan.all_runs()} == {
         "initial",
         "convexadam",
         "deeds",
         "niftyreg",
+        "voxelmorph",
+        "lapirn",
         "bigalke",
         "core",
     }
+    # uniGradICON needs the released weights: off in the demo, with its reason in the table
+    assert (
+        not plan.enabled("unigradicon")
+        and "released 283 MB weights" in plan.method("unigradicon")["reason"]
+    )
     assert {r.variant for r in plan.all_runs() if r.method == "bigalke"} == {"default", "untrained"}
     assert {r.dataset for r in plan.all_runs()} == {"synth_abdomen", "synth_chest"}
     # CoRe rows of every artifact: Table 1 on both sets, the ablations on the abdomen-like set

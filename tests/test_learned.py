@@ -162,7 +162,7 @@ def test_lapirn_trains_its_levels_progressively():
     assert net.level == 3 and grads() == [True, True, True]
 
 
-@pytest.mark.parametrize("kind", sorted(FAST))
+@pytest.mark.parametrize("kind", ["lapirn"])  # the resume code is shared by both models
 def test_resume_after_a_killed_job_gives_identical_weights(sets, trained, tmp_path, kind):
     data = sets[kind]
     out = tmp_path / "killed"

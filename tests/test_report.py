@@ -10,8 +10,6 @@ import pytest
 from corereg.estimate import jobs_per_rule
 from corereg.plan import Plan
 
-pytestmark = pytest.mark.xdist_group("tiny")  # shares the session's tiny run
-
 
 def chromium() -> str | None:
     """The Chromium binary; installs Debian's package when missing and allowed (root + apt-get)."""
@@ -81,7 +79,12 @@ def test_plan_counts_match_the_dry_run_and_the_estimate_prints(tmp_path):
     plan = Plan(yaml.safe_load((ROOT / "config.yaml").read_text()))
     jobs = jobs_per_rule(plan)
     assert jobs["train"] == 78 and jobs["register"] == 88 and jobs["evaluate"] == 88
-    assert jobs["label"] == 1 and jobs["download"] == 2 and jobs["convert"] == 1
+    assert (
+        jobs["label"] == 1
+        and jobs["download"] == 2
+        and jobs["convert"] == 1
+        and jobs["weights"] == 1
+    )
     out = run_cli("plan")
     assert out.returncode == 0, out.stderr
     assert "GPU-hours, upper bound" in out.stdout and "fields GB" in out.stdout

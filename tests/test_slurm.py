@@ -17,7 +17,7 @@ import yaml
 from conftest import BIN, ROOT
 from slurm_cluster import PARTITION, ClusterError, SlurmCluster, missing_packages
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ import pytest
 
 from conftest import ROOT, run_cli, run_snakemake
 
-pytestmark = pytest.mark.xdist_group("tiny")  # shares the session's tiny run
-
 
 def job_counts(stdout: str) -> dict[str, int]:
     table = stdout.split("Job stats:")[1]

@@ -46,6 +46,9 @@ def jobs_per_rule(plan: Plan) -> dict[str, int]:
         n = sum(stage in plan.stages(d) for d in datasets)
         if n:
             jobs[stage] = n
+    weights = {plan.weights(m) for m in {r.method for r in runs}} - {None}
+    if weights:
+        jobs["weights"] = len(weights)  # released weights of pretrained methods, fetched once
     jobs["train"] = len({r for r in runs if plan.trainable(r.method)})
     jobs["register"] = jobs["evaluate"] = len(runs)
     figures = [a for a in plan.cfg["artifacts"] if a not in TABLES]
@@ -76,7 +79,9 @@ def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = Path(plan.results)
     runs = plan.all_runs()
     for rule, n in jobs_per_rule(plan).items():
-        r = plan.resources(rule)
+        r = plan.resources(
+            "download" if rule == "weights" else rule
+        )  # the weights rule's resources
         gpu = int(r["gpu"])
         # registration asks for a GPU only for methods that use one (as the register rule does)
         gpu_jobs = (sum(min(int(plan.method(x.method).get("gpu", 0)), gpu) > 0 for x in runs)

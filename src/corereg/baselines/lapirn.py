@@ -62,7 +62,9 @@ class LevelNet(nn.Module):
         skip = self.enc(x)
         y = self.down(skip)
         if coarse_feat is not None:  # LapIRN's feature sharing: the coarser level's embedding
-            y = y + F.interpolate(coarse_feat, size=y.shape[2:], mode="trilinear", align_corners=False)
+            y = y + F.interpolate(
+                coarse_feat, size=y.shape[2:], mode="trilinear", align_corners=False
+            )
         feat = self.res(y)
         return self.out(self.dec(torch.cat([self.up(feat), skip], 1))), feat
 
