@@ -62,3 +62,36 @@ def test_missing_or_wrong_weights(weights, tmp_path):
     bad.write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="not a uniGradICON weights file"):
         ugi.UniGradICON({"weights": str(bad), "input_shape": INPUT}, torch.device("cpu"))
+
+
+def test_weights_download_and_the_offline_record(weights, tmp_path):
+    """The weights rule's command: a verified download with its checksum recorded; when the
+    host cannot serve the file, a record whose reason the table shows ("not run: ...")."""
+    from conftest import run_cli
+    from http_fixture import LoopbackServer
+
+    blob = b"\x80\x02weights" * 1000
+    with LoopbackServer() as srv:
+        srv.add("/unigradicon_weights/Step_2_final.trch", blob)
+        out = tmp_path / "w" / "Step_2_final.trch"
+        proc = run_cli(
+            "fetch-weights",
+            "--url",
+            f"{srv.url}/unigradicon_weights/Step_2_final.trch",
+            "--out",
+            out,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (
+            out.read_bytes() == blob
+            and "Step_2_final.trch" in (out.parent / "checksums.json").read_text()
+        )
+        missing = tmp_path / "m" / "Step_2_final.trch"
+        url = f"{srv.url}/nowhere.trch"
+        proc = run_cli("fetch-weights", "--url", url, "--out", missing, "--if-missing", "fail")
+        assert proc.returncode == 1 and not missing.exists() and proc.stderr.count("\n") == 1
+        proc = run_cli("fetch-weights", "--url", url, "--out", missing, "--if-missing", "report")
+        assert proc.returncode == 0 and missing.is_file()
+    with pytest.raises(ToolMissing, match="weights could not be downloaded") as info:
+        ugi.UniGradICON({"weights": str(missing), "input_shape": INPUT}, torch.device("cpu"))
+    assert "delete" in info.value.reason and str(missing) in info.value.reason

@@ -101,7 +101,15 @@ def cmd_fetch_weights(a) -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = ChecksumLock(out.parent / "checksums.json")
-    download(a.url, out, md5=None if a.md5 == "none" else a.md5, lock=lock)
+    try:
+        download(a.url, out, md5=None if a.md5 == "none" else a.md5, lock=lock)
+    except CoreregError as exc:
+        if a.if_missing != "report":
+            raise
+        # offline machine: a small record in place of the weights; the method's rows then read
+        # "not run: <reason>" instead of the whole table failing
+        not_run.write_weights_record(out, f"its weights could not be downloaded ({exc}); delete {out} to retry, "
+                                          "or set params.weights to a local copy")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- training
@@ -270,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--md5", default="none", help="expected md5, or none (recorded on first download)"
     )
     s.add_argument("--out", required=True)
+    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
+                   help="download fails: fail, or write a 'not run' record the tables report")  # fmt: skip
     s.set_defaults(func=cmd_fetch_weights)
 
     s = sub.add_parser("train", help="train a learning-based method")

@@ -37,6 +37,22 @@ def write_model(out_dir, kind: str, reason: str) -> Path:
     return final
 
 
+def write_weights_record(out, reason: str) -> None:
+    """A JSON record in place of a weights file that could not be fetched."""
+    with atomic_path(out) as tmp:
+        write_json(tmp, {"not_run": reason})
+    print(f"[weights] NOT RUN: {reason}", flush=True)
+
+
+def reason_of_weights(path) -> str | None:
+    """The reason stored by ``write_weights_record``, or None for a real weights file."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head.lstrip().startswith(b"{"):
+        return None
+    return read_json(path).get("not_run")
+
+
 def reason_of_fields(fields) -> str | None:
     path = Path(fields) / RECORD
     return read_json(path)["reason"] if path.is_file() else None

@@ -107,5 +107,7 @@ rule weights:
     params:
         url=lambda w: plan.method(w.method)["params"]["weights_url"],
         md5=lambda w: plan.method(w.method)["params"].get("weights_md5") or "none",
+        if_missing=lambda w: plan.if_missing(w.method),
     shell:
-        "python -m corereg fetch-weights --url {params.url} --md5 {params.md5} --out {output} > {log} 2>&1"
+        "python -m corereg fetch-weights --url {params.url} --md5 {params.md5} --out {output}"
+        " --if-missing {params.if_missing} > {log} 2>&1"

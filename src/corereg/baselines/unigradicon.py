@@ -121,6 +121,11 @@ class UniGradICON(Method):
             )
         if not Path(weights).is_file():
             raise InputError(weights, "uniGradICON weights file does not exist")
+        from corereg import not_run
+
+        reason = not_run.reason_of_weights(weights)
+        if reason:
+            raise ToolMissing("unigradicon", reason)
         shape = [int(n) for n in self.params.get("input_shape", [175, 175, 175])]
         import icon_registration.config
 
