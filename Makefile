@@ -20,8 +20,10 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 
 install: $(STAMP)
 
+# DEMO_TARGETS: empty = the whole demo; e.g. `make demo DEMO_TARGETS="table1 fig3"` for a part.
+DEMO_TARGETS ?=
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/demo --configfile workflow/presets/demo.yaml --cores $(CORES)
+	$(BIN)/snakemake $(DEMO_TARGETS) --profile profiles/demo --configfile workflow/presets/demo.yaml --cores $(CORES)
 	@echo "Demo outputs: results/demo/tables/*.md, results/demo/figures/*.png"
 
 lint: $(STAMP)
