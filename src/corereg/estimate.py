@@ -79,9 +79,7 @@ def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = Path(plan.results)
     runs = plan.all_runs()
     for rule, n in jobs_per_rule(plan).items():
-        r = plan.resources(
-            "download" if rule == "weights" else rule
-        )  # the weights rule's resources
+        r = plan.resources(rule)
         gpu = int(r["gpu"])
         # registration asks for a GPU only for methods that use one (as the register rule does)
         gpu_jobs = (sum(min(int(plan.method(x.method).get("gpu", 0)), gpu) > 0 for x in runs)

@@ -135,8 +135,9 @@ class Plan:
     def register_params(self, run: Run) -> dict:
         """Method parameters of a run; the engine also gets its dataset's test-time settings."""
         params = self.method_params(run.method, run.variant)
-        if self.weights(run.method):
-            params["weights"] = self.weights(run.method)
+        weights = self.weights(run.method)
+        if weights:
+            params["weights"] = weights
         if self.method(run.method)["kind"] == "engine":
             ds = self.cfg["datasets"][run.dataset]
             params.update(

@@ -99,11 +99,11 @@ rule weights:
         f"{RESULTS}/benchmarks/weights/{{method}}/{{name}}.tsv"
     conda:
         "../../envs/corereg.yaml"
-    threads: res("download", "threads")
+    threads: res("weights", "threads")
     resources:
-        mem_mb=res("download", "mem_mb"),
-        runtime=res("download", "runtime"),
-        gpu=0,
+        mem_mb=res("weights", "mem_mb"),
+        runtime=res("weights", "runtime"),
+        gpu=res("weights", "gpu"),
     params:
         url=lambda w: plan.method(w.method)["params"]["weights_url"],
         md5=lambda w: plan.method(w.method)["params"].get("weights_md5") or "none",

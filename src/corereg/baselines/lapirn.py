@@ -69,10 +69,12 @@ class LevelNet(nn.Module):
         return self.out(self.dec(torch.cat([self.up(feat), skip], 1))), feat
 
 
-def downsample(x: torch.Tensor, times: int) -> torch.Tensor:
-    for _ in range(times):
-        x = F.avg_pool3d(x, 2)
-    return x
+def pyramid(x: torch.Tensor) -> list[torch.Tensor]:
+    """The image at 1/4, 1/2 and full resolution (level order), each pooled from the next."""
+    levels = [x]
+    for _ in range(LEVELS - 1):
+        levels.insert(0, F.avg_pool3d(levels[0], 2))
+    return levels
 
 
 def upsample_field(disp: torch.Tensor) -> torch.Tensor:
@@ -125,10 +127,10 @@ class LapIRN(nn.Module):
 
     def pyramid_field(self, fixed, moving, level: int):
         """Field at ``level`` (1 = quarter resolution) and the images at that resolution."""
+        fixed_pyr, moving_pyr = pyramid(fixed), pyramid(moving)
         disp, feat = None, None
         for k in range(level):
-            f = downsample(fixed, LEVELS - 1 - k)
-            m = downsample(moving, LEVELS - 1 - k)
+            f, m = fixed_pyr[k], moving_pyr[k]
             disp = (
                 torch.zeros_like(f).expand(-1, 3, -1, -1, -1)
                 if disp is None

@@ -37,7 +37,9 @@ from corereg.data.manifest import Manifest
 from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.io import atomic_path, write_csv
-from corereg.registration.methods import Method
+from corereg.registration.fields import warp
+from corereg.registration.methods import Method, check_keys
+from corereg.training.selftrain import dice_mean, train_val_pairs
 
 CKPT = "checkpoint.pt"
 MODELS = {
@@ -60,10 +62,7 @@ def model_class(kind: str):
 def resolve_params(kind: str, params: dict) -> dict:
     """Defaults of the model and the trainer, overridden by ``params``; unknown keys refused."""
     cls = model_class(kind)
-    known = (*TRAIN_KEYS, *cls.KEYS)
-    unknown = set(params or {}) - set(known)
-    if unknown:
-        raise CoreregError(f"{kind}: unknown parameters {sorted(unknown)}; known: {list(known)}")
+    check_keys(kind, params or {}, (*TRAIN_KEYS, *cls.KEYS))
     return {**TRAIN_DEFAULTS, **cls.DEFAULTS, **(params or {})}
 
 
@@ -81,22 +80,11 @@ def pad_to(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
     return F.pad(x, pads, value=value) if any(pads) else x
 
 
-def voxel_grid(disp: torch.Tensor) -> torch.Tensor:
-    """Sampling grid (B, H, W, D, 3) of ``x + u(x)`` for ``grid_sample`` (align_corners=True)."""
-    shape = disp.shape[2:]
-    axes = [torch.arange(n, device=disp.device, dtype=disp.dtype) for n in shape]
-    ident = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (3, H, W, D), axis order
-    coords = ident.unsqueeze(0) + disp
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape], device=disp.device, dtype=disp.dtype)
-    norm = coords * scale.view(1, 3, 1, 1, 1) - 1.0
-    return norm.permute(0, 2, 3, 4, 1).flip(-1)  # grid_sample wants (x, y, z) = (axis 2, 1, 0)
-
-
 def voxel_warp(image: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Pull ``image`` (B, C, H, W, D) through a voxel field (B, 3, H, W, D); zeros outside."""
-    return F.grid_sample(
-        image, voxel_grid(disp), mode=mode, padding_mode="zeros", align_corners=True
-    )
+    """Pull ``image`` (B, C, H, W, D) through a voxel field (B, 3, H, W, D), channel k along
+    axis k; zeros outside.  The engine's warp after conversion to its normalised form."""
+    scale = torch.tensor([2.0 / n for n in disp.shape[2:]], device=disp.device, dtype=disp.dtype)
+    return warp(image, (disp * scale.view(1, 3, 1, 1, 1)).flip(1), mode=mode)
 
 
 def diffusion(disp: torch.Tensor) -> torch.Tensor:
@@ -127,13 +115,7 @@ class PairData:
     """Normalised, padded train and validation pairs of a manifest, kept on the device."""
 
     def __init__(self, manifest: Manifest, window, multiple: int, device, n_val: int, eval_labels):
-        self.train = [(p["fixed"], p["moving"]) for p in manifest.pairs("train")]
-        if not self.train:
-            raise InputError(manifest.path, "the training set is empty (no 'train' pairs)")
-        self.val = [(p["fixed"], p["moving"]) for p in manifest.pairs("val")] or self.train[
-            : max(1, n_val)
-        ]
-        self.shape = tuple(manifest.shape)
+        self.train, self.val = train_val_pairs(manifest, n_val)
         ids = sorted({i for pr in self.train + self.val for i in pr})
         self.images = {}
         for i in ids:
@@ -144,15 +126,6 @@ class PairData:
             lab = torch.from_numpy(manifest.load_labels(i).astype(np.float32))[None, None]
             self.labels[i] = pad_to(lab, multiple).to(device)
         self.eval_labels = list(eval_labels or sorted(manifest.labels))
-
-
-def dice_of(fixed_lab: torch.Tensor, warped_lab: torch.Tensor, labels) -> float:
-    vals = []
-    for lab in labels:
-        a, b = fixed_lab == lab, warped_lab == lab
-        if bool(a.any()):
-            vals.append(float(2 * (a & b).sum() / (a.sum() + b.sum())))
-    return float(np.mean(vals)) if vals else float("nan")
 
 
 # ----------------------------------------------------------------------------- training
@@ -216,7 +189,7 @@ class Trainer:
         for f, m in self.data.val:
             disp = self.net.field(self.data.images[f], self.data.images[m])
             warped = voxel_warp(self.data.labels[m], disp, mode="nearest")
-            vals.append(dice_of(self.data.labels[f], warped, self.data.eval_labels))
+            vals.append(dice_mean(self.data.labels[f], warped, self.data.eval_labels))
         self.net.train()
         return float(np.mean(vals))
 

@@ -9,6 +9,15 @@ import numpy as np
 import torch
 
 
+def check_keys(name: str, params: dict, known) -> None:
+    """Refuse parameters a method does not know (a misspelt key would be silently ignored)."""
+    from corereg.errors import CoreregError
+
+    unknown = set(params) - set(known)
+    if unknown:
+        raise CoreregError(f"{name}: unknown parameters {sorted(unknown)}; known: {list(known)}")
+
+
 class Method:
     """One registration method: ``register(fixed, moving) -> (H, W, D, 3)`` voxel field."""
 
@@ -26,14 +35,7 @@ class Method:
         raise NotImplementedError
 
     def check_keys(self, name: str, known) -> None:
-        """Refuse parameters the method does not know (a misspelt key would be silently ignored)."""
-        from corereg.errors import CoreregError
-
-        unknown = set(self.params) - set(known)
-        if unknown:
-            raise CoreregError(
-                f"{name}: unknown parameters {sorted(unknown)}; known: {list(known)}"
-            )
+        check_keys(name, self.params, known)
 
     def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
         """Register ``pairs`` (dicts with fixed, moving); ``load(pair)`` gives the two HU

@@ -50,11 +50,18 @@ class TrainData:
     shape: tuple[int, int, int] = field(default=(0, 0, 0))
 
 
-def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData:
+def train_val_pairs(manifest: Manifest, n_val: int = 4):
+    """(fixed, moving) training pairs and validation pairs (the manifest's 'val' split, else
+    the first ``n_val`` training pairs)."""
     train = [(p["fixed"], p["moving"]) for p in manifest.pairs("train")]
     if not train:
         raise InputError(manifest.path, "the training set is empty (no 'train' pairs)")
     val = [(p["fixed"], p["moving"]) for p in manifest.pairs("val")] or train[: max(1, n_val)]
+    return train, val
+
+
+def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData:
+    train, val = train_val_pairs(manifest, n_val)
     ids = sorted({i for pr in train + val for i in pr})
     images = {i: torch.from_numpy(manifest.load_image(i)[0])[None, None] for i in ids}
     val_ids = sorted({i for pr in val for i in pr})
