@@ -84,3 +84,14 @@ def test_synthetic_datasets_get_no_delta():
     spec = {**SPEC, "datasets": [{**SPEC["datasets"][0], "synthetic": True}]}
     t = build_table(spec, metrics("core", [0.5, 0.6]))
     assert t.delta_dice.isna().all()
+
+
+def test_paper_std_and_source_are_printed():
+    rows = [dict(r) for r in SPEC["rows"]]
+    rows[1]["paper"] = {"abdomen": {"dice": 46.5, "dice_std": 8.1, "sdlogj": 0.058, "t_inf": 45.2}}
+    spec = {**SPEC, "rows": rows, "paper_source": "Paper columns: from somewhere specific."}
+    df = pd.concat([metrics("initial", [0.2, 0.3]), metrics("core", [0.5, 0.6])])
+    md = to_markdown(spec, build_table(spec, df))
+    assert "| DEEDs | not run | 46.5 ± 8.1 | – | – | 0.058 | – | 45.20 | – |" in md
+    assert "Paper columns: from somewhere specific." in md
+    assert "from somewhere" not in to_markdown(SPEC, build_table(SPEC, df))

@@ -310,8 +310,9 @@ class Plan:
             spec["cl"] = {k: cp.get(f"cl_{k}") for k in ("weight_schedule", "weight", "views", "view_b_grad",
                                                           "normalize", "negatives", "reduction")}  # fmt: skip
             spec["cl"]["iterations"] = int(cp.get("stages", 0)) * int(cp.get("iters_per_stage", 0))
-        if art.get("caption"):
-            spec["caption"] = art["caption"]
+        for key in ("caption", "paper_source"):
+            if art.get(key):
+                spec[key] = art[key]
         if art.get("reference"):
             spec["reference"] = {"variant": "default", **art["reference"]}
         if artifact == "fig4b":

@@ -90,8 +90,9 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
             absent = missing.get((ds["key"], row["method"], row["variant"]))
             rec["reason"] = (row.get("reason") or absent or "") if rec["status"] != "ok" else ""
             paper = (row.get("paper") or {}).get(ds.get("paper_key") or "", {}) or {}
-            for k in ("dice", "sdlogj", "t_inf"):
-                rec[f"paper_{k}"] = paper.get(k, float("nan"))
+            for k in ("dice", "dice_std", "sdlogj", "t_inf"):
+                v = paper.get(k)
+                rec[f"paper_{k}"] = float("nan") if v is None else float(v)
             comparable = rec["status"] == "ok" and not ds.get("synthetic", False)
             rec["delta_dice"] = rec["dice_mean"] - rec["paper_dice"] if comparable else float("nan")
             rec["p"] = float("nan")
@@ -120,15 +121,22 @@ def _p(v):
     return "<0.001" if v < 1e-3 else f"{v:.3f}"
 
 
+def _paper_dice(r) -> str:
+    std = r.get("paper_dice_std", float("nan"))
+    if math.isnan(r["paper_dice"]) or std is None or math.isnan(std):
+        return _f(r["paper_dice"])
+    return f"{r['paper_dice']:.1f} ± {std:.1f}"
+
+
 def _cells(r) -> list[str]:
     if r["status"] != "ok":
-        return [NOT_RUN + ("*" if r.get("reason") else ""), _f(r["paper_dice"]), "–", "–", _f(r["paper_sdlogj"], "{:.3f}"), "–",
+        return [NOT_RUN + ("*" if r.get("reason") else ""), _paper_dice(r), "–", "–", _f(r["paper_sdlogj"], "{:.3f}"), "–",
                 _f(r["paper_t_inf"], "{:.2f}"), "–"]  # fmt: skip
     dice = f"{r['dice_mean']:.1f} ± {r['dice_std']:.1f}"
     if not math.isnan(r.get("dice_seed_sd", float("nan"))):
         dice += f" (seeds ±{r['dice_seed_sd']:.1f})"
     p = "ref." if r["is_reference"] else _p(r["p_holm"])
-    return [dice, _f(r["paper_dice"]), _f(r["delta_dice"], "{:+.1f}"), _f(r["sdlogj"], "{:.3f}"),
+    return [dice, _paper_dice(r), _f(r["delta_dice"], "{:+.1f}"), _f(r["sdlogj"], "{:.3f}"),
             _f(r["paper_sdlogj"], "{:.3f}"), _f(r["t_inf"], "{:.2f}"), _f(r["paper_t_inf"], "{:.2f}"), p]  # fmt: skip
 
 
@@ -194,6 +202,8 @@ def _footnote(spec, table) -> str:
             + f"; InfoNCE: {'cosine' if cl['normalize'] else 'inner product'}, negatives {cl['negatives']}, "
             f"{cl['reduction']} (variants override as their labels say)."
         )
+    if spec.get("paper_source"):
+        parts.append(spec["paper_source"].strip())
     if any(d.get("synthetic") for d in spec["datasets"]):
         parts.append(
             "Synthetic data: the paper columns are for orientation only; no Δ is computed."
