@@ -161,7 +161,7 @@ def test_snakemake_stops_at_start_up_naming_the_key(tmp_path):
 def test_every_rule_declares_log_benchmark_resources_and_env():
     text = "".join(p.read_text() for p in sorted(Path(ROOT, "workflow/rules").glob("*.smk")))
     blocks = [b for b in text.split("\nrule ")[1:] if "shell:" in b]
-    assert len(blocks) == 11
+    assert len(blocks) == 12
     for b in blocks:
         name = b.split(":")[0]
         for key in (

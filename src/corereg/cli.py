@@ -112,6 +112,18 @@ def cmd_fetch_weights(a) -> None:
                                           "or set params.weights to a local copy")  # fmt: skip
 
 
+def cmd_build_deedsbcv(a) -> None:
+    """Compile deedsBCV and linearBCV from a user's checkout (DEEDs, implementation deedsbcv)."""
+    from corereg.baselines import deedsbcv
+
+    try:
+        deedsbcv.build(a.source, a.out)
+    except ToolMissing as exc:  # no compiler or zlib here: the DEEDs rows say so
+        if a.if_missing != "report":
+            raise
+        deedsbcv.write_not_run(a.out, exc.reason)
+
+
 # ----------------------------------------------------------------------------- training
 def cmd_train(a) -> None:
     from corereg.baselines import learned
@@ -281,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
                    help="download fails: fail, or write a 'not run' record the tables report")  # fmt: skip
     s.set_defaults(func=cmd_fetch_weights)
+
+    s = sub.add_parser("build-deedsbcv", help="compile deedsBCV from a source checkout")
+    s.add_argument("--source", required=True, help="a checkout of github.com/mattiaspaul/deedsBCV")
+    s.add_argument("--out", required=True, help="folder for the binaries and build.json")
+    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
+                   help="no compiler/zlib: fail, or write a 'not run' record the tables report")  # fmt: skip
+    s.set_defaults(func=cmd_build_deedsbcv)
 
     s = sub.add_parser("train", help="train a learning-based method")
     s.add_argument("--data", required=True, help="prepared dataset folder")

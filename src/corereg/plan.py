@@ -14,6 +14,7 @@ import copy
 import json
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from corereg.errors import CoreregError
 
@@ -80,6 +81,20 @@ class Plan:
                     raise CoreregError(
                         f"config: methods.{name}.{where} sets {unknown}, which are not engine keys"
                     )
+        for name, m in self.cfg["methods"].items():
+            params = m.get("params") or {}
+            if (
+                m["kind"] == "deeds"
+                and params.get("implementation") == "deedsbcv"
+                and m.get("enabled", True)
+            ):
+                bcv = params.get("deedsbcv") or {}
+                if not (bcv.get("source") or bcv.get("bin_dir")):
+                    raise CoreregError(
+                        f"config: methods.{name}.params.implementation is deedsbcv: set params.deedsbcv.source "
+                        "(a checkout of github.com/mattiaspaul/deedsBCV, built by the pipeline) or "
+                        "params.deedsbcv.bin_dir (a folder with deedsBCV and linearBCV built)"
+                    )
         for key, ds in self.cfg["datasets"].items():
             if ds["source"]["kind"] not in (*REAL_SOURCES, "synthetic_abdomen", "synthetic_chest"):
                 raise CoreregError(f"config: datasets.{key}.source.kind is unknown")
@@ -132,12 +147,35 @@ class Plan:
             return None
         return f"{self.data_root}/weights/{name}/{params['weights_url'].rsplit('/', 1)[-1]}"
 
+    def tool_build(self, name: str) -> str | None:
+        """The folder the build_deedsbcv rule compiles a method's deedsBCV into (DEEDs with
+        params.implementation deedsbcv and a params.deedsbcv.source, no bin_dir), else None."""
+        m = self.method(name)
+        params = m.get("params") or {}
+        bcv = params.get("deedsbcv") or {}
+        if m["kind"] != "deeds" or params.get("implementation") != "deedsbcv" or bcv.get("bin_dir"):
+            return None
+        return f"{self.data_root}/tools/{name}/deedsbcv" if bcv.get("source") else None
+
+    def tool_source(self, name: str) -> str:
+        """The deedsBCV checkout of a method, as an absolute path."""
+        return str(Path(self.method(name)["params"]["deedsbcv"]["source"]).expanduser().resolve())
+
+    def tool_sources(self, name: str) -> list[str]:
+        """The source files a deedsBCV build reads (Snakemake rebuilds when they change)."""
+        from corereg.baselines.deedsbcv import SOURCES
+
+        return [str(Path(self.tool_source(name)) / rel) for rel in SOURCES.values()]
+
     def register_params(self, run: Run) -> dict:
         """Method parameters of a run; the engine also gets its dataset's test-time settings."""
         params = self.method_params(run.method, run.variant)
         weights = self.weights(run.method)
         if weights:
             params["weights"] = weights
+        built = self.tool_build(run.method)
+        if built:
+            params["deedsbcv"] = {**params["deedsbcv"], "bin_dir": built}
         if self.method(run.method)["kind"] == "engine":
             ds = self.cfg["datasets"][run.dataset]
             params.update(

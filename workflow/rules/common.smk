@@ -51,4 +51,6 @@ def register_inputs(w):
         inputs["model"] = plan.model(run_of(w))
     if plan.weights(w.method):
         inputs["weights"] = plan.weights(w.method)
+    if plan.tool_build(w.method):
+        inputs["tool"] = plan.tool_build(w.method)
     return inputs

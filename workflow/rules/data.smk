@@ -111,3 +111,28 @@ rule weights:
     shell:
         "python -m corereg fetch-weights --url {params.url} --md5 {params.md5} --out {output}"
         " --if-missing {params.if_missing} > {log} 2>&1"
+
+
+# deedsBCV compiled from the user's checkout (DEEDs with params.implementation: deedsbcv).
+rule build_deedsbcv:
+    input:
+        lambda w: plan.tool_sources(w.method),
+    output:
+        directory(f"{DATA}/tools/{{method}}/deedsbcv"),
+    log:
+        f"{RESULTS}/logs/build/{{method}}/deedsbcv.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/build/{{method}}/deedsbcv.tsv"
+    conda:
+        "../../envs/registration_tools.yaml"
+    threads: res("build", "threads")
+    resources:
+        mem_mb=res("build", "mem_mb"),
+        runtime=res("build", "runtime"),
+        gpu=res("build", "gpu"),
+    params:
+        source=lambda w: plan.tool_source(w.method),
+        if_missing=lambda w: plan.if_missing(w.method),
+    shell:
+        "python -m corereg build-deedsbcv --source {params.source:q} --out {output}"
+        " --if-missing {params.if_missing} > {log} 2>&1"

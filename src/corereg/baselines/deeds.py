@@ -10,6 +10,10 @@ for output voxel (i, j, k) of an array of shape (m, n, o) it samples the moving
 image at (i + v, j + u, k + w), trilinearly, clamping at the border.  The
 Learn2Reg field is therefore ``stack([v, u, w], -1)`` (axis 0, 1, 2), in voxels
 of the fixed grid (tested against the tool's own warped image and labels).
+
+``params.implementation: deedsbcv`` runs the newer deedsBCV instead, compiled from a
+checkout the user names (``corereg.baselines.deedsbcv``); ``params.deedsbcv`` holds
+its settings and the TMI-2013 keys (alpha, levels, randsamp) are then unused.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corereg.errors import ToolMissing
+from corereg.errors import CoreregError, ToolMissing
 from corereg.registration.methods import Method
 
 INSTALL = ("pip install Cython==3.3.1 && pip install --no-deps --no-build-isolation --pre "
@@ -50,16 +54,41 @@ def from_l2r(disp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return disp[..., 1], disp[..., 0], disp[..., 2]
 
 
+IMPLEMENTATIONS = ("tmi2013", "deedsbcv")
+
+
 class Deeds(Method):
-    KEYS = ("alpha", "levels", "randsamp")
+    KEYS = ("implementation", "alpha", "levels", "randsamp", "deedsbcv")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.check_keys("deeds", self.KEYS)
-        self.ext = extension()
+        self.implementation = self.params.get("implementation", "tmi2013")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise CoreregError(f"deeds: params.implementation must be one of {IMPLEMENTATIONS}, "
+                               f"not '{self.implementation}'")  # fmt: skip
         self.last_warped: np.ndarray | None = None
+        self.affine = np.eye(4)
+        if self.implementation == "deedsbcv":
+            from corereg.baselines import deedsbcv
+
+            self.runner = deedsbcv.Runner(self.params.get("deedsbcv") or {})
+        else:
+            self.ext = extension()
+
+    def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
+        def load_keep_affine(pair):  # deedsBCV reads NIfTI files: keep the images' affine
+            fixed, moving, affine = load(pair)
+            self.affine = affine
+            return fixed, moving, affine
+
+        return super().register_set(pairs, load_keep_affine, save, warmup=False)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        if self.implementation == "deedsbcv":
+            import torch
+
+            return self.runner.register(fixed, moving, self.affine, threads=torch.get_num_threads())
         p = self.params
         warped, (ux, vx, wx), _log = self.ext.deedsReg(
             np.asarray(moving, dtype=np.float32), np.asarray(fixed, dtype=np.float32),
