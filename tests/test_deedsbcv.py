@@ -212,3 +212,5 @@ def test_unknown_implementation_and_keys_are_refused(tmp_path):
         deedsbcv.Runner({"bin_dir": str(tmp_path), "randsamp": 5})
     with pytest.raises(InputError, match="deedsBCV binary missing"):
         deedsbcv.Runner({"bin_dir": str(tmp_path)})
+    with pytest.raises(CoreregError, match="corereg build-deedsbcv --source /src"):
+        deedsbcv.Runner({"source": "/src"})

@@ -151,10 +151,14 @@ def write_not_run(out_dir, reason: str) -> None:
     print(f"[build] NOT RUN: {reason}", flush=True)
 
 
-def binaries(bin_dir) -> dict[str, Path]:
+def binaries(bin_dir, source=None) -> dict[str, Path]:
     """The built tools in ``bin_dir``; ToolMissing with the recorded reason for a build that
     could not run here."""
     if bin_dir is None:
+        if source:  # the workflow builds it and passes bin_dir; a direct call has to build first
+            raise CoreregError(f"deeds: params.deedsbcv.source is compiled by the workflow's build_deedsbcv rule; "
+                               f"outside the workflow run `corereg build-deedsbcv --source {source} --out DIR` "
+                               "and give params.deedsbcv.bin_dir DIR")  # fmt: skip
         raise CoreregError("deeds: implementation deedsbcv needs params.deedsbcv.source or bin_dir")
     bin_dir = Path(bin_dir)
     if (bin_dir / NOT_RUN).is_file():
@@ -250,7 +254,7 @@ class Runner:
             raise CoreregError(
                 "deeds: params.deedsbcv grid, search and quant need one value per level each"
             )
-        self.tools = binaries(self.params.get("bin_dir"))
+        self.tools = binaries(self.params.get("bin_dir"), self.params.get("source"))
         if self.params["linear"] and not self.tools["linearBCV"].is_file():
             raise InputError(
                 self.tools["linearBCV"], "linearBCV binary missing (params.deedsbcv.linear is true)"
