@@ -414,3 +414,30 @@ def generate_chest(out_dir, dataset: str, shape, spacing, n_train_pairs: int, n_
         write_manifest(root, dataset, name, "synthetic_chest", shape, spacing, CHEST_LABELS,
                         cases, pairs, seed)  # fmt: skip
     return Path(out_dir)
+
+
+def generate_deformed(out_dir, n_train: int, n_test: int = 3, shape=(32, 32, 40), spacing=(12.0, 12.0, 12.0),
+                      amp_mm: float = 18.0, seed: int = 5, name="Deformed") -> Path:  # fmt: skip
+    """One abdominal phantom under random smooth deformations (every pair differs by a smooth,
+    recoverable field): the set on which the learned baselines' generalisation is checked."""
+    from corereg.evaluation import identity_grid
+
+    rng = np.random.default_rng(seed)
+    hu, lab = render_abdomen(shape, spacing, rng, 12.0)
+    affine = affine_for(shape, spacing)
+    with atomic_dir(out_dir) as root:
+        cases = []
+        for k in range(n_train + n_test):
+            field = (
+                smooth_field(rng, shape, (3, 3, 3), amp_mm) / np.array(spacing)[:, None, None, None]
+            )
+            coords = identity_grid(shape) + field
+            img = ndimage.map_coordinates(hu, coords, order=1, mode="nearest")
+            seg = ndimage.map_coordinates(lab, coords, order=0, mode="nearest")
+            split = "train" if k < n_train else "test"
+            cases.append(_write_case(root, name, f"{k + 1:04d}", img, seg, affine, split))
+        pairs = [{"fixed": a["id"], "moving": b["id"], "split": a["split"]} for i, a in enumerate(cases)
+                 for b in cases[i + 1 :] if a["split"] == b["split"]]  # fmt: skip
+        write_manifest(root, name.lower(), name, "synthetic_abdomen", shape, spacing, ABDOMEN_LABELS, cases,
+                       pairs, seed)  # fmt: skip
+    return Path(out_dir)
