@@ -22,9 +22,8 @@ def run_snakemake(*args, timeout=900, check=True):
     return proc
 
 
-def run_cli(*args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src")
+def run_cli(*args, env=None):
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-m", "corereg", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 

@@ -6,7 +6,6 @@ conversion (known answers) and the workflow wiring are tested without it.
 """
 
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from scipy import ndimage
 
-from conftest import ROOT, run_snakemake
+from conftest import ROOT, run_cli, run_snakemake
 from corereg.baselines import deedsbcv
 from corereg.data.synthetic import render_abdomen
 from corereg.errors import CoreregError, InputError, ToolMissing
@@ -126,26 +125,18 @@ def test_no_compiler_becomes_a_not_run_record_the_method_reports(tmp_path):
         deedsbcv.build(src, tmp_path / "out", cxx="no-such-compiler")
     env = {"CXX": "no-such-compiler"}
     out = tmp_path / "bin"
-    res = run_cli_env(
-        env, "build-deedsbcv", "--source", src, "--out", out, "--if-missing", "report"
+    res = run_cli(
+        "build-deedsbcv", "--source", src, "--out", out, "--if-missing", "report", env=env
     )
     assert res.returncode == 0, res.stderr
     with pytest.raises(ToolMissing, match="no C\\+\\+ compiler"):
         make_method(
             "deeds", {"implementation": "deedsbcv", "deedsbcv": {"bin_dir": str(out)}}, device=None
         )
-    res = run_cli_env(env, "build-deedsbcv", "--source", src, "--out", tmp_path / "b2")
+    res = run_cli("build-deedsbcv", "--source", src, "--out", tmp_path / "b2", env=env)
     assert (
         res.returncode != 0 and "no C++ compiler" in res.stderr and not (tmp_path / "b2").exists()
     )
-
-
-def run_cli_env(env, *args):
-    import sys
-
-    full = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **env}
-    return subprocess.run([sys.executable, "-m", "corereg", *map(str, args)], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
 def test_displacement_file_layout_and_upsampling_known_answer(tmp_path):

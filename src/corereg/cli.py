@@ -108,7 +108,7 @@ def cmd_fetch_weights(a) -> None:
             raise
         # offline machine: a small record in place of the weights; the method's rows then read
         # "not run: <reason>" instead of the whole table failing
-        not_run.write_weights_record(out, f"its weights could not be downloaded ({exc}); delete {out} to retry, "
+        not_run.write_record(out, f"its weights could not be downloaded ({exc}); delete {out} to retry, "
                                           "or set params.weights to a local copy")  # fmt: skip
 
 

@@ -37,15 +37,16 @@ def write_model(out_dir, kind: str, reason: str) -> Path:
     return final
 
 
-def write_weights_record(out, reason: str) -> None:
-    """A JSON record in place of a weights file that could not be fetched."""
+def write_record(out, reason: str, step: str = "weights") -> None:
+    """A JSON record in place of a file a step could not make (weights that could not be
+    fetched, a tool that could not be built)."""
     with atomic_path(out) as tmp:
         write_json(tmp, {"not_run": reason})
-    print(f"[weights] NOT RUN: {reason}", flush=True)
+    print(f"[{step}] NOT RUN: {reason}", flush=True)
 
 
-def reason_of_weights(path) -> str | None:
-    """The reason stored by ``write_weights_record``, or None for a real weights file."""
+def reason_of_record(path) -> str | None:
+    """The reason stored by ``write_record``, or None for a real (e.g. weights) file."""
     with open(path, "rb") as fh:
         head = fh.read(16)
     if not head.lstrip().startswith(b"{"):

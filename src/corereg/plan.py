@@ -82,13 +82,8 @@ class Plan:
                         f"config: methods.{name}.{where} sets {unknown}, which are not engine keys"
                     )
         for name, m in self.cfg["methods"].items():
-            params = m.get("params") or {}
-            if (
-                m["kind"] == "deeds"
-                and params.get("implementation") == "deedsbcv"
-                and m.get("enabled", True)
-            ):
-                bcv = params.get("deedsbcv") or {}
+            bcv = self._deedsbcv(name)
+            if bcv is not None and m.get("enabled", True):
                 if not (bcv.get("source") or bcv.get("bin_dir")):
                     raise CoreregError(
                         f"config: methods.{name}.params.implementation is deedsbcv: set params.deedsbcv.source "
@@ -147,19 +142,25 @@ class Plan:
             return None
         return f"{self.data_root}/weights/{name}/{params['weights_url'].rsplit('/', 1)[-1]}"
 
-    def tool_build(self, name: str) -> str | None:
-        """The folder the build_deedsbcv rule compiles a method's deedsBCV into (DEEDs with
-        params.implementation deedsbcv and a params.deedsbcv.source, no bin_dir), else None."""
+    def _deedsbcv(self, name: str) -> dict | None:
+        """params.deedsbcv of a DEEDs method run as deedsBCV (implementation deedsbcv), else None."""
         m = self.method(name)
         params = m.get("params") or {}
-        bcv = params.get("deedsbcv") or {}
-        if m["kind"] != "deeds" or params.get("implementation") != "deedsbcv" or bcv.get("bin_dir"):
+        if m["kind"] != "deeds" or params.get("implementation") != "deedsbcv":
             return None
-        return f"{self.data_root}/tools/{name}/deedsbcv" if bcv.get("source") else None
+        return params.get("deedsbcv") or {}
+
+    def tool_build(self, name: str) -> str | None:
+        """The folder the build_deedsbcv rule compiles a method's deedsBCV into (a source and
+        no bin_dir given), else None."""
+        bcv = self._deedsbcv(name) or {}
+        if bcv.get("bin_dir") or not bcv.get("source"):
+            return None
+        return f"{self.data_root}/tools/{name}/deedsbcv"
 
     def tool_source(self, name: str) -> str:
         """The deedsBCV checkout of a method, as an absolute path."""
-        return str(Path(self.method(name)["params"]["deedsbcv"]["source"]).expanduser().resolve())
+        return str(Path(self._deedsbcv(name)["source"]).expanduser().resolve())
 
     def tool_sources(self, name: str) -> list[str]:
         """The source files a deedsBCV build reads (Snakemake rebuilds when they change)."""

@@ -58,6 +58,7 @@ IMPLEMENTATIONS = ("tmi2013", "deedsbcv")
 
 
 class Deeds(Method):
+    uses_cuda = False
     KEYS = ("implementation", "alpha", "levels", "randsamp", "deedsbcv")
 
     def __init__(self, *args, **kwargs):
@@ -68,21 +69,12 @@ class Deeds(Method):
             raise CoreregError(f"deeds: params.implementation must be one of {IMPLEMENTATIONS}, "
                                f"not '{self.implementation}'")  # fmt: skip
         self.last_warped: np.ndarray | None = None
-        self.affine = np.eye(4)
         if self.implementation == "deedsbcv":
             from corereg.baselines import deedsbcv
 
             self.runner = deedsbcv.Runner(self.params.get("deedsbcv") or {})
         else:
             self.ext = extension()
-
-    def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
-        def load_keep_affine(pair):  # deedsBCV reads NIfTI files: keep the images' affine
-            fixed, moving, affine = load(pair)
-            self.affine = affine
-            return fixed, moving, affine
-
-        return super().register_set(pairs, load_keep_affine, save, warmup=False)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         if self.implementation == "deedsbcv":

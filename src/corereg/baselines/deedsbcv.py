@@ -39,6 +39,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from corereg import not_run
+from corereg.baselines import run_binary
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.io import atomic_dir
 
@@ -146,9 +148,7 @@ def build(source, out_dir, cxx: str | None = None) -> Path:
 
 
 def write_not_run(out_dir, reason: str) -> None:
-    with atomic_dir(out_dir) as tmp:
-        (tmp / NOT_RUN).write_text(json.dumps({"not_run": reason}) + "\n")
-    print(f"[build] NOT RUN: {reason}", flush=True)
+    not_run.write_record(Path(out_dir) / NOT_RUN, reason, step="build")
 
 
 def binaries(bin_dir, source=None) -> dict[str, Path]:
@@ -162,7 +162,7 @@ def binaries(bin_dir, source=None) -> dict[str, Path]:
         raise CoreregError("deeds: implementation deedsbcv needs params.deedsbcv.source or bin_dir")
     bin_dir = Path(bin_dir)
     if (bin_dir / NOT_RUN).is_file():
-        raise ToolMissing("deeds", json.loads((bin_dir / NOT_RUN).read_text())["not_run"])
+        raise ToolMissing("deeds", not_run.reason_of_record(bin_dir / NOT_RUN))
     tools = {name: bin_dir / name for name in SOURCES}
     if not tools["deedsBCV"].is_file():
         raise InputError(tools["deedsBCV"], "deedsBCV binary missing (build it from a source checkout: "
@@ -228,16 +228,14 @@ def to_l2r(uvw_coarse: np.ndarray, shape, matrix: np.ndarray | None = None) -> n
 
 
 # ----------------------------------------------------------------------------- running
-def _levels(values, name: str) -> str:
-    if isinstance(values, str):
-        values = values.split("x")
+def _levels(values, name: str) -> list[int]:
+    """One value per level, from a list or deedsBCV's own '8x7x6' form."""
     try:
-        values = [int(v) for v in values]
+        return [int(v) for v in (values.split("x") if isinstance(values, str) else values)]
     except (TypeError, ValueError):
         raise CoreregError(
             f"deeds: params.deedsbcv.{name} must be a list of integers, got {values!r}"
         ) from None
-    return "x".join(map(str, values))
 
 
 class Runner:
@@ -248,9 +246,8 @@ class Runner:
 
         check_keys("deeds (params.deedsbcv)", params, KEYS)
         self.params = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-        grid, search, quant = (self.params[k] for k in ("grid", "search", "quant"))
-        if not (len(_levels(grid, "grid").split("x")) == len(_levels(search, "search").split("x"))
-                == len(_levels(quant, "quant").split("x"))):  # fmt: skip
+        self.levels = {k: _levels(self.params[k], k) for k in ("grid", "search", "quant")}
+        if len({len(v) for v in self.levels.values()}) != 1:
             raise CoreregError(
                 "deeds: params.deedsbcv grid, search and quant need one value per level each"
             )
@@ -262,17 +259,8 @@ class Runner:
         self.last: dict = {}
 
     def _run(self, tool: str, args: list[str], threads: int | None) -> None:
-        env = dict(os.environ)
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        proc = subprocess.run(
-            [str(self.tools[tool]), *args], capture_output=True, text=True, env=env
-        )
         # the tools print errors and may still exit 0: their outputs are checked by the caller
-        if proc.returncode != 0:
-            tail = " / ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            raise CoreregError(f"deedsBCV {tool} failed (exit {proc.returncode}): {tail}")
-        self.last[f"{tool}_log"] = proc.stdout
+        self.last[f"{tool}_log"] = run_binary("deedsBCV", self.tools[tool], args, threads)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray, workdir=None,
                  moving_labels: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:  # fmt: skip
@@ -295,9 +283,10 @@ class Runner:
                     )
                 matrix = read_matrix(t / "affine_matrix.txt")
                 args += ["-A", str(t / "affine_matrix.txt")]
-            grid = _levels(p["grid"], "grid")
-            args += ["-O", str(t / "out"), "-a", str(float(p["alpha"])), "-G", grid, "-L",
-                     _levels(p["search"], "search"), "-Q", _levels(p["quant"], "quant"), *extra]  # fmt: skip
+            args += ["-O", str(t / "out"), "-a", str(float(p["alpha"]))]
+            for flag, key in (("-G", "grid"), ("-L", "search"), ("-Q", "quant")):
+                args += [flag, "x".join(map(str, self.levels[key]))]
+            args += extra
             if moving_labels is not None:
                 nib.save(
                     nib.Nifti1Image(np.asarray(moving_labels, dtype=np.int16), affine),
@@ -310,7 +299,7 @@ class Runner:
                 raise CoreregError(
                     f"deedsBCV wrote no displacements: {self.last.get('deedsBCV_log', '')[-300:]}"
                 )
-            coarse = read_displacements(dat, shape, int(grid.split("x")[-1]))
+            coarse = read_displacements(dat, shape, self.levels["grid"][-1])
             self.last.update(matrix=matrix, coarse=coarse)
             if moving_labels is not None:
                 self.last["warped_labels"] = np.asarray(

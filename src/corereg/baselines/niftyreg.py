@@ -13,15 +13,14 @@ Binaries: the PyPI package ``niftyreg`` (a source build of NiftyReg 1.5.70;
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from corereg.baselines import run_binary
 from corereg.errors import CoreregError, ToolMissing
 from corereg.registration.methods import Method
 
@@ -53,14 +52,7 @@ def bin_dir(params: dict | None = None) -> Path:
 
 
 def run(tool: str, args: list[str], params: dict | None = None, threads: int | None = None) -> None:
-    cmd = [str(bin_dir(params) / tool), *args]
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise CoreregError(f"NiftyReg {tool} failed (exit {proc.returncode}): {' / '.join(tail)}")
+    run_binary("NiftyReg", bin_dir(params) / tool, args, threads)
 
 
 def world_to_voxel_disp(disp_mm: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -70,22 +62,14 @@ def world_to_voxel_disp(disp_mm: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 class NiftyReg(Method):
+    uses_cuda = False
     KEYS = ("levels", "similarity", "conjugate_gradient", "max_iterations", "bending_energy", "spacing_mm",
             "bin_dir", "extra")  # fmt: skip
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.check_keys("niftyreg", self.KEYS)
-        self.affine = np.eye(4)
         self.last_cpp: Path | None = None
-
-    def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
-        def load_keep_affine(pair):
-            fixed, moving, affine = load(pair)
-            self.affine = affine
-            return fixed, moving, affine
-
-        return super().register_set(pairs, load_keep_affine, save, warmup=False)
 
     def f3d_args(self) -> list[str]:
         p = self.params

@@ -123,7 +123,7 @@ class UniGradICON(Method):
             raise InputError(weights, "uniGradICON weights file does not exist")
         from corereg import not_run
 
-        reason = not_run.reason_of_weights(weights)
+        reason = not_run.reason_of_record(weights)
         if reason:
             raise ToolMissing("unigradicon", reason)
         shape = [int(n) for n in self.params.get("input_shape", [175, 175, 175])]

@@ -22,6 +22,8 @@ class Method:
     """One registration method: ``register(fixed, moving) -> (H, W, D, 3)`` voxel field."""
 
     needs_checkpoint: ClassVar[bool] = False
+    # External CPU tools (NiftyReg, DEEDs) get no untimed CUDA warm-up pair.
+    uses_cuda: ClassVar[bool] = True
 
     def __init__(
         self, params: dict, device: torch.device, checkpoint: Path | None = None, seed: int = 0
@@ -30,6 +32,9 @@ class Method:
         self.device = device
         self.checkpoint = checkpoint
         self.seed = seed
+        # The images' voxel-to-world affine of the pair being registered (register_set sets
+        # it): tools that read NIfTI files write their inputs with it.
+        self.affine = np.eye(4)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -46,7 +51,8 @@ class Method:
         rows = []
         for k, pair in enumerate(pairs):
             fixed, moving, affine = load(pair)
-            if k == 0 and warmup and self.device.type == "cuda":
+            self.affine = affine
+            if k == 0 and warmup and self.uses_cuda and self.device.type == "cuda":
                 timed_register(self, fixed, moving)  # CUDA context and kernels, not timed
             disp, secs = timed_register(self, fixed, moving)
             save(pair, disp, affine)

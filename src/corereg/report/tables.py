@@ -123,7 +123,7 @@ def _p(v):
 
 def _paper_dice(r) -> str:
     std = r.get("paper_dice_std", float("nan"))
-    if math.isnan(r["paper_dice"]) or std is None or math.isnan(std):
+    if math.isnan(r["paper_dice"]) or math.isnan(std):
         return _f(r["paper_dice"])
     return f"{r['paper_dice']:.1f} ± {std:.1f}"
 
