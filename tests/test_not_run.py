@@ -55,7 +55,7 @@ def test_absent_tool_reaches_the_table_with_its_reason(tmp_path):
     assert len(pairs) == 1 and "simulated" in pairs.not_run[0]
 
     ok = pd.DataFrame({"dataset": "abd", "method": "initial", "variant": "default", "seed": 0, "fixed": ["0003"],
-                       "moving": ["0004"], "dice": 0.3, "hd95": 5.0, "sdlogj_l2r": 0.0, "seconds": 0.01,
+                       "moving": ["0004"], "dice": 0.3, "n_structures": 2, "hd95": 5.0, "sdlogj_l2r": 0.0, "seconds": 0.01,
                        "device": "cpu"})  # fmt: skip
     spec_t = {"artifact": "t", "title": "T", "sdlogj": "sdlogj_l2r", "reference": None,
               "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": True}],

@@ -38,3 +38,13 @@ def test_holm_by_hand():
     assert np.isnan(out[1])
     np.testing.assert_allclose(out[[0, 2]], [0.4, 0.9])
     assert holm([0.6, 0.7]).max() <= 1.0
+
+
+def test_wilcoxon_n_excludes_zero_differences():
+    # differences 0, 0, 1, 2, 3, 4: the two ties are dropped, the test ranks n = 4 pairs;
+    # all positive -> exact two-sided p = 2 / 2^4
+    a = np.array([5.0, 6, 8, 9, 10, 11])
+    b = np.array([5.0, 6, 7, 7, 7, 7])
+    stat, p, n = wilcoxon_paired(a, b)
+    assert n == 4 and stat == 0.0
+    assert p == pytest.approx(2 / 16)

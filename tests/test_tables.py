@@ -37,8 +37,8 @@ def metrics(method, dice, seed=0):
     return pd.DataFrame({
         "dataset": "abd", "method": method, "variant": "default", "seed": seed,
         "fixed": [f"{i:04d}" for i in range(n)], "moving": [f"{i + 1:04d}" for i in range(n)],
-        "dice": dice, "hd95": 5.0, "sdlogj_l2r": 0.1, "sdlogj_std": 0.2, "sdlogj_code": 0.05,
-        "seconds": 1.5, "device": "cpu:2threads",
+        "dice": dice, "n_structures": 13, "hd95": 5.0, "sdlogj_l2r": 0.1, "sdlogj_std": 0.2,
+        "sdlogj_code": 0.05, "neg_jac_percent": 0.5, "seconds": 1.5, "device": "cpu:2threads",
     })  # fmt: skip
 
 
@@ -92,6 +92,6 @@ def test_paper_std_and_source_are_printed():
     spec = {**SPEC, "rows": rows, "paper_source": "Paper columns: from somewhere specific."}
     df = pd.concat([metrics("initial", [0.2, 0.3]), metrics("core", [0.5, 0.6])])
     md = to_markdown(spec, build_table(spec, df))
-    assert "| DEEDs | not run | 46.5 ± 8.1 | – | – | 0.058 | – | 45.20 | – |" in md
+    assert "| DEEDs | not run | 46.5 ± 8.1 | – | – | – | 0.058 | – | – | 45.20 | – |" in md
     assert "Paper columns: from somewhere specific." in md
     assert "from somewhere" not in to_markdown(SPEC, build_table(SPEC, df))

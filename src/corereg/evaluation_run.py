@@ -14,6 +14,11 @@ from corereg.evaluation import evaluate_pair
 from corereg.io import load_field, write_csv
 
 
+# Per-pair facts of the registration step carried into the metrics (engine: the test-time
+# reg_fac and whether its search reached the SDlogJ band).
+TIMING_EXTRAS = ("reg_fac", "reg_fac_status")
+
+
 def evaluate_run(
     manifest: Manifest, fields: Path, spec: dict, out_structures, out_pairs
 ) -> pd.DataFrame:
@@ -50,7 +55,10 @@ def evaluate_run(
         if (p["fixed"], p["moving"]) not in timing.index:
             raise InputError(timing_path, f"no timing for pair {p['fixed']}_{p['moving']}")
         t = timing.loc[(p["fixed"], p["moving"])]
-        prows.append({**key, **summary, "seconds": float(t["seconds"]), "device": t["device"]})
+        extra = {k: t[k] for k in TIMING_EXTRAS if k in t.index}
+        prows.append(
+            {**key, **summary, "seconds": float(t["seconds"]), "device": t["device"], **extra}
+        )
         print(f"[evaluate] {p['fixed']} <- {p['moving']}: Dice {summary['dice']:.3f}", flush=True)
     pairs = pd.DataFrame(prows)
     write_csv(out_structures, pd.DataFrame(srows))

@@ -193,6 +193,8 @@ class Plan:
             r.setdefault("label", self.method(r["method"])["label"])
             if not self.enabled(r["method"]) and self.method(r["method"]).get("reason"):
                 r["reason"] = self.method(r["method"])["reason"]
+            if artifact == "fig4a":  # the x value is the variant's own contrastive weight
+                r["alpha"] = float(self.method_params(r["method"], r["variant"])["cl_weight"])
             out.append(r)
         return out
 
@@ -342,14 +344,15 @@ class Plan:
     def artifact_spec(self, artifact: str) -> dict:
         art = self.cfg["artifacts"][artifact]
         spec = {"artifact": artifact, "title": art["title"], "rows": self.rows(artifact),
-                "datasets": self._datasets(artifact), "sdlogj": self.cfg.get("sdlogj", "sdlogj_l2r")}  # fmt: skip
+                "datasets": self._datasets(artifact), "sdlogj": self.cfg.get("sdlogj", "sdlogj_code"),
+                "dice_aggregate": self.cfg.get("dice_aggregate", "pooled")}  # fmt: skip
         spec["seeds"] = list(self.cfg["seeds"])
         if "core" in self.cfg["methods"]:
             cp = self.method_params("core")
             spec["cl"] = {k: cp.get(f"cl_{k}") for k in ("weight_schedule", "weight", "views", "view_b_grad",
                                                           "normalize", "negatives", "reduction")}  # fmt: skip
             spec["cl"]["iterations"] = int(cp.get("stages", 0)) * int(cp.get("iters_per_stage", 0))
-        for key in ("caption", "paper_source"):
+        for key in ("caption", "paper_source", "paper"):
             if art.get(key):
                 spec[key] = art[key]
         if art.get("reference"):

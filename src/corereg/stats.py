@@ -9,8 +9,9 @@ from scipy import stats
 def wilcoxon_paired(a, b) -> tuple[float, float, int]:
     """Two-sided Wilcoxon signed-rank test of paired samples; NaN pairs are dropped.
 
-    Returns (statistic, p, n) with n the number of pairs used.  Zero differences are
-    dropped (scipy's default ``zero_method='wilcox'``); if nothing remains p is NaN.
+    Returns (statistic, p, n) with n the number of pairs the test used: zero differences
+    are dropped (scipy's default ``zero_method='wilcox'``) and do not count; if nothing
+    remains p is NaN.
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
@@ -18,8 +19,8 @@ def wilcoxon_paired(a, b) -> tuple[float, float, int]:
         raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
-    n = int(keep.sum())
-    if n == 0 or np.all(a == b):
+    n = int(np.count_nonzero(a != b))  # the pairs the test ranks: zero differences are dropped
+    if n == 0:
         return float("nan"), float("nan"), n
     res = stats.wilcoxon(a, b, alternative="two-sided")
     return float(res.statistic), float(res.pvalue), n

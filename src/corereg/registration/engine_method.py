@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,11 @@ class Engine(Method):
                 torch.save({"field": field.cpu(), "hu": tuple(h.cpu() for h in self._hu)}, path)
                 cache.append((path, affine))
             if not p.get("test_adam", True):
-                return [{"fixed": q["fixed"], "moving": q["moving"], "seconds": s, "reg_fac": float("nan")}
-                        for q, s in zip(pairs, net_secs, strict=True)]  # fmt: skip
+                return [
+                    {"fixed": q["fixed"], "moving": q["moving"], "seconds": s,
+                     "reg_fac": float("nan"), "reg_fac_status": "off"}
+                    for q, s in zip(pairs, net_secs, strict=True)
+                ]  # fmt: skip
             rows = self._search(pairs, cache, net_secs)
             for pair, (path, affine) in zip(pairs, cache, strict=True):
                 save(pair, to_voxels(torch.load(path.with_suffix(".adam.pt"))).numpy(), affine)
@@ -115,31 +119,69 @@ class Engine(Method):
         return float(np.mean(sd)), secs
 
     def _search(self, pairs, cache, net_secs):
-        """reg_fac from ``reg_fac_start``: step up above the band, down below it, halving the step
-        on every reversal (test.py).  Stops in the band, or after ``reg_fac_max_rounds`` rounds
-        keeping the last round (reported in the log)."""
+        """The reg_fac search of the paper's test protocol (:func:`search_reg_fac`) over the
+        cached pairs; the last round's Adam fields are the ones written."""
         p = self.params
-        reg_fac, step, last = (
-            float(p.get("reg_fac_start", 10.0)),
-            float(p.get("reg_fac_step", 2.5)),
-            None,
-        )
         band = p.get("sdlogj_band")
-        search = bool(p.get("reg_fac_search", True)) and band is not None
-        rounds = int(p.get("reg_fac_max_rounds", 12))
-        for r in range(rounds):
-            sd, adam_secs = self._round(cache, reg_fac)
+        secs = {}
+
+        def round_at(reg_fac: float) -> float:
+            sd, secs["adam"] = self._round(cache, reg_fac)
             print(f"[register] reg_fac {reg_fac:.4g}: mean SDlogJ(code) {sd:.4f}", flush=True)
-            if not search or band[0] <= sd <= band[1] or r == rounds - 1:
-                break
-            if sd > band[1]:
-                if last == "down":
-                    step /= 2
-                reg_fac, last = reg_fac + step, "up"
-            else:
-                if last == "up":
-                    step /= 2
-                reg_fac, last = max(reg_fac - step, 0.0), "down"
-        self.chosen_reg_fac = reg_fac
-        return [{"fixed": q["fixed"], "moving": q["moving"], "seconds": n + a, "reg_fac": reg_fac,
-                 "sdlogj_code_mean": sd} for q, n, a in zip(pairs, net_secs, adam_secs, strict=True)]  # fmt: skip
+            return sd
+
+        res = search_reg_fac(
+            round_at,
+            start=float(p.get("reg_fac_start", 10.0)),
+            step=float(p.get("reg_fac_step", 2.5)),
+            band=band if p.get("reg_fac_search", True) else None,
+            max_rounds=int(p.get("reg_fac_max_rounds", 12)),
+        )
+        if res.status == "out_of_band":
+            print(
+                f"[register] reg_fac search did not reach the SDlogJ band {band} in "
+                f"{len(res.history)} rounds; keeping reg_fac {res.reg_fac:.4g} "
+                f"(SDlogJ {res.sdlogj:.4f})",
+                flush=True,
+            )
+        self.chosen_reg_fac = res.reg_fac
+        return [
+            {"fixed": q["fixed"], "moving": q["moving"], "seconds": n + a, "reg_fac": res.reg_fac,
+             "sdlogj_code_mean": res.sdlogj, "reg_fac_status": res.status}
+            for q, n, a in zip(pairs, net_secs, secs["adam"], strict=True)
+        ]  # fmt: skip
+
+
+@dataclass
+class SearchResult:
+    reg_fac: float
+    sdlogj: float
+    history: list[tuple[float, float]]  # (reg_fac, mean SDlogJ) of every round, in order
+    status: str  # in_band | out_of_band | off (no band or the search switched off)
+
+
+def search_reg_fac(round_at, start: float, step: float, band, max_rounds: int) -> SearchResult:
+    """The test-time search of the authors' test.py: from ``start``, raise reg_fac by ``step``
+    while the mean SDlogJ (code formula) of a round is above ``band``, lower it while below,
+    halving the step at every reversal; stop in the band.  The released code has no round
+    limit: after ``max_rounds`` rounds the last round is kept and the status says so.
+    ``band=None`` runs one round at ``start``."""
+    reg_fac, last, history = float(start), None, []
+    for r in range(max(int(max_rounds), 1)):
+        sd = float(round_at(reg_fac))
+        history.append((reg_fac, sd))
+        if band is None:
+            return SearchResult(reg_fac, sd, history, "off")
+        if band[0] <= sd <= band[1]:
+            return SearchResult(reg_fac, sd, history, "in_band")
+        if r == max_rounds - 1:
+            break
+        if sd > band[1]:
+            if last == "down":
+                step /= 2
+            reg_fac, last = reg_fac + step, "up"
+        else:
+            if last == "up":
+                step /= 2
+            reg_fac, last = max(reg_fac - step, 0.0), "down"
+    return SearchResult(reg_fac, sd, history, "out_of_band")

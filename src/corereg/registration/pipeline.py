@@ -1,4 +1,4 @@
-"""The engine's registration of a pair (ALGORITHM.md §4.1, §8.3): H with ICE,
+"""The engine's registration of a pair: H with ICE,
 double warping with composition, Adam instance optimisation.
 
 Used for pseudo-labels during training, for validation, and at test time.
@@ -32,24 +32,32 @@ def autocast(device: torch.device, enabled: bool):
 class PairResult:
     net: torch.Tensor  # normalised field after H (+ double warp), (1, 3, H, W, D)
     adam: torch.Tensor | None = None
+    passes: list[torch.Tensor] | None = None  # the field of each warp pass, before composition
 
 
-def network_field(net, fix_in, mov_in, p: dict, ice: bool, clamp, out_shape=None) -> torch.Tensor:
-    """H(P∘G(fixed), P∘G(moving)) followed by ``num_warps - 1`` extra warps, composed."""
+def network_passes(net, fix_in, mov_in, p: dict, ice: bool, clamp, out_shape=None):
+    """H(P∘G(fixed), P∘G(moving)) followed by ``num_warps - 1`` extra passes on the
+    nearest-neighbour warped moving image: (composed field, [field of each pass])."""
     out_shape = out_shape or fix_in.shape[2:]
     dev = fix_in.device
     with torch.no_grad(), autocast(dev, p.get("amp", True)):
-        feat_fix = net(
-            fix_in
-        )  # computed once: the network is in eval mode, so it is the same each warp
+        # computed once: the network is in eval mode, so it is the same each warp
+        feat_fix = net(fix_in)
         field = convex.optimise(feat_fix, net(mov_in), out_shape, ice, p)
+        passes = [field.float()]
         for _ in range(int(p.get("num_warps", 2)) - 1):
             moved = warp(mov_in.float(), field, mode="nearest")
             if clamp:
                 moved = moved.clamp(clamp[0], clamp[1])
             second = convex.optimise(feat_fix, net(moved.to(mov_in.dtype)), out_shape, ice, p)
+            passes.append(second.float())
             field = compose(field, second, p.get("compose_order", "code"))
-    return field.float()
+    return field.float(), passes
+
+
+def network_field(net, fix_in, mov_in, p: dict, ice: bool, clamp, out_shape=None) -> torch.Tensor:
+    """The composed field of :func:`network_passes`."""
+    return network_passes(net, fix_in, mov_in, p, ice, clamp, out_shape)[0]
 
 
 def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator, hu=None) -> torch.Tensor:
@@ -81,13 +89,12 @@ def register_pair(net, fixed_hu, moving_hu, p: dict, *, ice=True, clamp=None, us
         )
     net.eval()
     fix_in, mov_in = prepare_input(fixed_hu, p, clamp), prepare_input(moving_hu, p, clamp)
-    field = network_field(net, fix_in, mov_in, p, ice, clamp)
+    field, passes = network_passes(net, fix_in, mov_in, p, ice, clamp)
     if not use_adam:
-        return PairResult(field)
+        return PairResult(field, passes=passes)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    return PairResult(
-        field, adam_field(net, fix_in, mov_in, field, reg_fac, p, gen, (fixed_hu, moving_hu))
-    )
+    adam = adam_field(net, fix_in, mov_in, field, reg_fac, p, gen, (fixed_hu, moving_hu))
+    return PairResult(field, adam, passes)
 
 
 def half(field: torch.Tensor) -> torch.Tensor:

@@ -21,12 +21,21 @@ STAT_KEYS = (
     "n_pairs",
     "n_seeds",
     "dice_mean",
+    "dice_pooled",
+    "dice_pair_mean",
     "dice_std",
     "dice_seed_sd",
     "hd95",
     "sdlogj",
+    "sdlogj_l2r",
+    "sdlogj_code",
+    "sdlogj_std",
+    "neg_jac_percent",
     "t_inf",
+    "reg_fac",
 )
+SDLOGJ_NAMES = {"sdlogj_l2r": "L2R", "sdlogj_code": "code", "sdlogj_std": "std"}
+DICE_AGGREGATES = ("pooled", "pair_mean")
 
 
 def load_pair_metrics(paths) -> pd.DataFrame:
@@ -45,24 +54,46 @@ def per_pair(df: pd.DataFrame, dataset, method, variant, column="dice") -> pd.Se
     return sel.assign(pair=key).groupby("pair")[column].mean()
 
 
-def summarize(df, dataset, row, sdlogj_col) -> dict:
+def pooled_dice(dice: pd.Series, n_structures: pd.Series) -> float:
+    """The released test.py's mean: every (pair, structure) Dice counts once, over the
+    structures present in both images; from per-pair means and structure counts."""
+    n = n_structures.reindex(dice.index).astype(float)
+    return float((dice * n).sum() / n.sum()) if n.sum() > 0 else float("nan")
+
+
+def summarize(df, dataset, row, sdlogj_col, aggregate: str = "pooled") -> dict:
+    if aggregate not in DICE_AGGREGATES:
+        raise ValueError(f"dice_aggregate must be one of {DICE_AGGREGATES}, not '{aggregate}'")
     sel = df[
         (df.dataset == dataset) & (df.method == row["method"]) & (df.variant == row["variant"])
     ]
     if sel.empty:
-        return {"status": NOT_RUN, **dict.fromkeys(STAT_KEYS, float("nan")), "device": ""}
+        return {"status": NOT_RUN, **dict.fromkeys(STAT_KEYS, float("nan")), "device": "",
+                "reg_fac_status": ""}  # fmt: skip
     dice = per_pair(df, dataset, row["method"], row["variant"]) * 100.0
+    n_struct = per_pair(df, dataset, row["method"], row["variant"], "n_structures")
+    pooled = pooled_dice(dice, n_struct)
     seed_means = sel.groupby("seed")["dice"].mean() * 100.0
+    status = sel["reg_fac_status"].dropna().astype(str) if "reg_fac_status" in sel else []
+    mean = lambda col: float(sel[col].mean()) if col in sel else float("nan")  # noqa: E731
     return {
         "status": "ok",
         "n_pairs": int(dice.size),
         "n_seeds": int(sel.seed.nunique()),
-        "dice_mean": float(dice.mean()),
+        "dice_mean": pooled if aggregate == "pooled" else float(dice.mean()),
+        "dice_pooled": pooled,
+        "dice_pair_mean": float(dice.mean()),
         "dice_std": float(dice.std(ddof=0)),
         "dice_seed_sd": float(seed_means.std(ddof=1)) if seed_means.size > 1 else float("nan"),
-        "hd95": float(sel.hd95.mean()),
-        "sdlogj": float(sel[sdlogj_col].mean()),
-        "t_inf": float(sel.seconds.mean()),
+        "hd95": mean("hd95"),
+        "sdlogj": mean(sdlogj_col),
+        "sdlogj_l2r": mean("sdlogj_l2r"),
+        "sdlogj_code": mean("sdlogj_code"),
+        "sdlogj_std": mean("sdlogj_std"),
+        "neg_jac_percent": mean("neg_jac_percent"),
+        "t_inf": mean("seconds"),
+        "reg_fac": mean("reg_fac"),
+        "reg_fac_status": ";".join(sorted(set(status))),
         "device": ";".join(sorted(sel.device.astype(str).unique())),
     }
 
@@ -73,7 +104,8 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
     if len(set(labels)) != len(labels):
         raise ValueError(f"{spec['artifact']}: row labels must be unique, got {labels}")
     ref = spec.get("reference")
-    sdlogj_col = spec.get("sdlogj", "sdlogj_l2r")
+    sdlogj_col = spec.get("sdlogj", "sdlogj_code")
+    aggregate = spec.get("dice_aggregate", "pooled")
     missing = {}  # (dataset, method, variant) -> reason of a method whose tool is absent
     if "not_run" in df.columns:
         marked = df.not_run.notna() & (df.not_run.astype(str) != "")
@@ -86,7 +118,7 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
         for row in spec["rows"]:
             rec = {"row": row["label"], "method": row["method"], "variant": row["variant"],
                    "dataset": ds["key"], "dataset_label": ds["display"]}  # fmt: skip
-            rec.update(summarize(df, ds["key"], row, sdlogj_col))
+            rec.update(summarize(df, ds["key"], row, sdlogj_col, aggregate))
             absent = missing.get((ds["key"], row["method"], row["variant"]))
             rec["reason"] = (row.get("reason") or absent or "") if rec["status"] != "ok" else ""
             paper = (row.get("paper") or {}).get(ds.get("paper_key") or "", {}) or {}
@@ -129,18 +161,24 @@ def _paper_dice(r) -> str:
 
 
 def _cells(r) -> list[str]:
+    paper = [_f(r["paper_sdlogj"], "{:.3f}")]
     if r["status"] != "ok":
-        return [NOT_RUN + ("*" if r.get("reason") else ""), _paper_dice(r), "–", "–", _f(r["paper_sdlogj"], "{:.3f}"), "–",
-                _f(r["paper_t_inf"], "{:.2f}"), "–"]  # fmt: skip
+        return [NOT_RUN + ("*" if r.get("reason") else ""), _paper_dice(r), "–", "–", "–", *paper,
+                "–", "–", _f(r["paper_t_inf"], "{:.2f}"), "–"]  # fmt: skip
     dice = f"{r['dice_mean']:.1f} ± {r['dice_std']:.1f}"
     if not math.isnan(r.get("dice_seed_sd", float("nan"))):
         dice += f" (seeds ±{r['dice_seed_sd']:.1f})"
     p = "ref." if r["is_reference"] else _p(r["p_holm"])
-    return [dice, _paper_dice(r), _f(r["delta_dice"], "{:+.1f}"), _f(r["sdlogj"], "{:.3f}"),
-            _f(r["paper_sdlogj"], "{:.3f}"), _f(r["t_inf"], "{:.2f}"), _f(r["paper_t_inf"], "{:.2f}"), p]  # fmt: skip
+    return [dice, _paper_dice(r), _f(r["delta_dice"], "{:+.1f}"), _f(r["sdlogj_l2r"], "{:.3f}"),
+            _f(r["sdlogj"], "{:.3f}"), *paper, _f(r["hd95"], "{:.1f}"), _f(r["t_inf"], "{:.2f}"),
+            _f(r["paper_t_inf"], "{:.2f}"), p]  # fmt: skip
 
 
-SUB = ["Dice %", "paper", "Δ", "SDlogJ", "paper", "T_inf s", "paper", "p (Holm)"]
+def columns(spec: dict) -> list[str]:
+    """Column heads of one dataset block; the second SDlogJ is the formula compared with the paper."""
+    formula = SDLOGJ_NAMES.get(spec.get("sdlogj", "sdlogj_code"), spec.get("sdlogj", ""))
+    return ["Dice %", "paper", "Δ", "SDlogJ L2R", f"SDlogJ {formula}", "paper", "HD95 mm",
+            "T_inf s", "paper", "p (Holm)"]  # fmt: skip
 
 
 def to_markdown(spec: dict, table: pd.DataFrame) -> str:
@@ -152,8 +190,9 @@ def to_markdown(spec: dict, table: pd.DataFrame) -> str:
         n = sub.loc[sub.status == "ok", "n_pairs"]
         npairs = f", {int(n.max())} test pairs" if len(n) else ""
         lines += [f"## {ds['display']}{npairs}", ""]
-        lines.append("| Method | " + " | ".join(SUB) + " |")
-        lines.append("|---|" + "---|" * len(SUB))
+        heads = columns(spec)
+        lines.append("| Method | " + " | ".join(heads) + " |")
+        lines.append("|---|" + "---|" * len(heads))
         for _, r in sub.iterrows():
             lines.append(f"| {r['row']} | " + " | ".join(_cells(r)) + " |")
         lines.append("")
@@ -170,11 +209,15 @@ def _footnote(spec, table) -> str:
     ]
     parts = [
         f"*Not run: {'; '.join(why)}." if why else "",
-        "Dice: mean ± std over test pairs of the per-pair mean over structures present in both "
-        "images (seed-averaged; 'seeds ±' is the std of the seed means).",
-        f"SDlogJ: {spec.get('sdlogj', 'sdlogj_l2r')} (see README). T_inf: seconds per pair on "
-        + ", ".join(sorted({d for d in table.get("device", pd.Series(dtype=str)).dropna() if d}))
+        _dice_note(spec.get("dice_aggregate", "pooled")),
+        _sdlogj_note(spec.get("sdlogj", "sdlogj_code")),
+        "HD95: mean over structures of the 95th-percentile symmetric surface distance in mm "
+        "(area-weighted surface elements, as the Learn2Reg evaluation computes it).",
+        "T_inf: seconds per pair on "
+        + (", ".join(sorted({d for d in table.get("device", pd.Series(dtype=str)).dropna() if d}))
+           or "–")
         + ".",
+        _reg_fac_note(spec, table),
     ]
     if ref:
         parts.append(
@@ -211,6 +254,52 @@ def _footnote(spec, table) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _dice_note(aggregate: str) -> str:
+    how = (
+        "every (pair, structure) Dice pooled over the structures present in both images, as the "
+        "released test.py averages"
+        if aggregate == "pooled"
+        else "the mean over test pairs of each pair's mean over structures present in both images"
+    )
+    return (
+        f"Dice: {how} (dice_aggregate: {aggregate}); ± is the std over test pairs of the per-pair "
+        "means, which are also what the Wilcoxon tests pair (seed-averaged; 'seeds ±' is the std "
+        "of the seed means)."
+    )
+
+
+def _sdlogj_note(formula: str) -> str:
+    return (
+        "SDlogJ L2R: Learn2Reg's std of log(det J + 3) over the interior, for every row. "
+        f"SDlogJ {SDLOGJ_NAMES.get(formula, formula)}: the formula compared with the paper's column "
+        f"({formula})"
+        + (
+            ", the released code's, which pairs the field's channels with the wrong axes and "
+            "so does not see a stretch or a fold along the first array axis; the test-time "
+            "reg_fac search is tuned on it"
+            if formula == "sdlogj_code"
+            else ""
+        )
+        + ". The paper does not say which formula its comparison rows used (docs/results.md)."
+    )
+
+
+def _reg_fac_note(spec: dict, table: pd.DataFrame) -> str:
+    if "reg_fac_status" not in table:
+        return ""
+    missed = table[table.reg_fac_status.astype(str).str.contains("out_of_band")]
+    if missed.empty:
+        return ""
+    rows = "; ".join(
+        f"{r.row} ({r.dataset_label}, reg_fac {r.reg_fac:.3g}, SDlogJ code {r.sdlogj_code:.3f})"
+        for r in missed.itertuples()
+    )
+    return (
+        "reg_fac search: did not reach the dataset's SDlogJ band within reg_fac_max_rounds for "
+        f"{rows}; the last round is reported."
+    )
+
+
 def _tex_escape(s: str) -> str:
     return (str(s).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
             .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
@@ -218,7 +307,8 @@ def _tex_escape(s: str) -> str:
 
 
 def to_latex(spec: dict, table: pd.DataFrame) -> str:
-    ncol = len(SUB)
+    heads = columns(spec)
+    ncol = len(heads)
     dss = spec["datasets"]
     lines = [
         r"\begin{table}[t]",
@@ -231,7 +321,7 @@ def to_latex(spec: dict, table: pd.DataFrame) -> str:
         " & "
         + " & ".join(rf"\multicolumn{{{ncol}}}{{c}}{{{_tex_escape(d['display'])}}}" for d in dss)
         + r" \\",
-        "Method & " + " & ".join(_tex_escape(s) for s in SUB * len(dss)) + r" \\",
+        "Method & " + " & ".join(_tex_escape(s) for s in heads * len(dss)) + r" \\",
         r"\midrule",
     ]
     for row in spec["rows"]:

@@ -181,6 +181,32 @@ def check_params(p: dict) -> None:
                            "the geometric augmentation: it needs cl_aug {geometric: true, intensity: false}")  # fmt: skip
 
 
+def view_a_input(images: torch.Tensor, p: dict, generator: torch.Generator, strength: float,
+                 pad: str, affines=None) -> tuple[torch.Tensor, list | None]:  # fmt: skip
+    """The augmented images whose conv4 output is view A (intensity, then the affine move),
+    and the affines used (None without the geometric augmentation)."""
+    aug = p.get("cl_aug", {"geometric": True, "intensity": False})
+    x = images
+    if aug.get("intensity"):
+        x = torch.cat([bezier_intensity(img[None], generator) for img in images])
+    if not aug.get("geometric", True):
+        return x, None
+    if affines is None:
+        affines = [draw_affines(strength, generator).a1 for _ in range(len(images))]
+    shape = images.shape[2:]
+    moved = torch.cat(
+        [augment_image(x[k : k + 1], affine_grid(a, shape, images.device), pad)
+         for k, a in enumerate(affines)]
+    )  # fmt: skip
+    return moved, affines
+
+
+def view_b(net, images: torch.Tensor, p: dict, affines) -> torch.Tensor:
+    """View B: the original images' conv4 output, moved by the view-A affines (if any)."""
+    base = _base(net, images, p)
+    return base if affines is None else move_features(base, affines)
+
+
 def views(net, images: torch.Tensor, p: dict, generator: torch.Generator, strength: float, pad: str,
           affines=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(view A, view B) feature maps of a batch of network inputs (B, 1, H, W, D).
@@ -189,19 +215,8 @@ def views(net, images: torch.Tensor, p: dict, generator: torch.Generator, streng
     BatchNorm statistics are batch statistics over the pairs of a training batch).
     ``affines``: one 4x4 matrix per image (drawn if None).
     """
-    aug = p.get("cl_aug", {"geometric": True, "intensity": False})
-    x = images
-    if aug.get("intensity"):
-        x = torch.cat([bezier_intensity(img[None], generator) for img in images])
-    base = _base(net, images, p)
-    if not aug.get("geometric", True):
-        return net.conv4(x), base
-    if affines is None:
-        affines = [draw_affines(strength, generator).a1 for _ in range(len(images))]
-    shape = images.shape[2:]
-    moved = torch.cat([augment_image(x[k : k + 1], affine_grid(a, shape, images.device), pad)
-                       for k, a in enumerate(affines)])  # fmt: skip
-    return net.conv4(moved), move_features(base, affines)
+    x, used = view_a_input(images, p, generator, strength, pad, affines)
+    return net.conv4(x), view_b(net, images, p, used)
 
 
 def contrastive_loss(
@@ -209,13 +224,19 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """L_c over a batch of (fixed, moving) network inputs, with independent affine draws
     (A1 for the fixed image, A2 = A2raw·A1 for the moving one, strength ``aug_strength_cl``);
-    fixed images and moving images each pass G as one batch (4 partial passes per iteration)."""
+    fixed images and moving images each pass G as one batch (4 partial passes per iteration).
+
+    The passes run in the released code's order (fixed augmented, moving augmented, fixed
+    original, moving original): in training mode each pass updates BatchNorm's running
+    statistics, which the network then uses in evaluation mode."""
     strength, pad = float(p.get("aug_strength_cl", 0.02)), p.get("pad_value_aug", "minimum")
     affs = [draw_affines(strength, generator) for _ in pairs]
     fixed = torch.cat([f for f, _ in pairs])
     moving = torch.cat([m for _, m in pairs])
-    fa, fb = views(net, fixed, p, generator, strength, pad, [a.a1 for a in affs])
-    ma, mb = views(net, moving, p, generator, strength, pad, [a.a2 for a in affs])
+    xf, used_f = view_a_input(fixed, p, generator, strength, pad, [a.a1 for a in affs])
+    xm, used_m = view_a_input(moving, p, generator, strength, pad, [a.a2 for a in affs])
+    fa, ma = net.conv4(xf), net.conv4(xm)
+    fb, mb = view_b(net, fixed, p, used_f), view_b(net, moving, p, used_m)
     return _sampled_loss(fa, fb, ma, mb, fixed, moving, p, generator)
 
 

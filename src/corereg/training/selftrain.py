@@ -294,7 +294,12 @@ class Trainer:
             res = register_pair(net, fx, mv, self.p, ice=True, clamp=self.clamp, use_adam=True,
                                 reg_fac=self.p.get("reg_fac_val", 1.0), generator=self.gens["proj"])  # fmt: skip
             fl, ml = self.d.labels[f].to(self.device), self.d.labels[m].to(self.device).float()
-            dn.append(dice_mean(fl, warp(ml, res.net, "nearest").long(), self.d.eval_labels))
+            # "net" Dice as the released code scores it: the moving labels warped by each
+            # pass in turn (nearest neighbour), not by the composed field
+            moved = ml
+            for f_pass in res.passes:
+                moved = warp(moved, f_pass, "nearest")
+            dn.append(dice_mean(fl, moved.long(), self.d.eval_labels))
             da.append(dice_mean(fl, warp(ml, res.adam, "nearest").long(), self.d.eval_labels))
         return {"val_dice_net": float(np.nanmean(dn)), "val_dice": float(np.nanmean(da))}
 
