@@ -46,6 +46,9 @@ def test_report_holds_every_table_figure_and_the_provenance(tiny_run):
     for rule in ("train", "register", "evaluate", "prepare"):
         assert f"<td>{rule}</td>" in page
     assert "Total GPU-hours" in page
+    # folding and both SDlogJ formulas per row, from the tables' data
+    assert "Deformation regularity" in page and "<th>% det J ≤ 0</th>" in page
+    assert "<th>SDlogJ L2R</th>" in page and "<th>reg_fac search</th>" in page
 
 
 @pytest.mark.slow

@@ -95,3 +95,136 @@ def test_paper_std_and_source_are_printed():
     assert "| DEEDs | not run | 46.5 ± 8.1 | – | – | – | 0.058 | – | – | 45.20 | – |" in md
     assert "Paper columns: from somewhere specific." in md
     assert "from somewhere" not in to_markdown(SPEC, build_table(SPEC, df))
+
+
+def test_pooled_dice_is_the_released_codes_mean_with_a_missing_label():
+    """Pair A scores labels 1-3, pair B only 1-2 (label 3 absent from its moving image):
+    the released test.py pools the five (pair, label) Dice values; pair_mean averages the
+    two per-pair means.  Known answer by hand."""
+    from corereg.evaluation import evaluate_pair
+
+    shape = (12, 12, 12)
+    fixed = np.zeros(shape, np.uint8)
+    fixed[0:4, :, :4], fixed[4:8, :, :4], fixed[8:12, :, :4] = 1, 2, 3
+    mov_a = fixed.copy()
+    mov_a[0:4, :, 4:8] = 1  # label 1 grows: Dice 2*48/(48+96) = 2/3; labels 2, 3 exact
+    mov_b = fixed.copy()
+    mov_b[mov_b == 3] = 0  # label 3 missing: not scored; labels 1, 2 exact
+    zero = np.zeros((*shape, 3), np.float32)
+    rows = []
+    for name, moving in (("a", mov_a), ("b", mov_b)):
+        _, summary = evaluate_pair(fixed, moving, zero, [1, 2, 3], (2.0, 2.0, 2.0))
+        rows.append({"fixed": name, "moving": "m", **summary})
+    assert [r["n_structures"] for r in rows] == [3, 2]
+    base = {"dataset": "abd", "method": "core", "variant": "default", "seed": 0,
+            "seconds": 1.0, "device": "cpu"}  # fmt: skip
+    df = pd.DataFrame([{**base, **r} for r in rows])
+    pooled = (2 / 3 + 1 + 1 + 1 + 1) / 5 * 100
+    pair_mean = ((2 / 3 + 1 + 1) / 3 + 1) / 2 * 100
+    spec = {**SPEC, "rows": [SPEC["rows"][2]], "reference": None}
+    t = build_table(spec, df).iloc[0]
+    assert t.dice_mean == pytest.approx(pooled) and t.dice_pooled == pytest.approx(pooled)
+    assert t.dice_pair_mean == pytest.approx(pair_mean)
+    assert pooled - pair_mean == pytest.approx(-10 / 9, abs=1e-9)
+    t2 = build_table({**spec, "dice_aggregate": "pair_mean"}, df).iloc[0]
+    assert t2.dice_mean == pytest.approx(pair_mean)
+    # the ± is the spread of the per-pair means either way
+    assert (
+        t.dice_std
+        == pytest.approx(t2.dice_std)
+        == pytest.approx(np.std([(2 / 3 + 2) / 3 * 100, 100.0]))
+    )
+    md = to_markdown(spec, build_table(spec, df))
+    assert "pooled over the structures present in both images" in md
+    with pytest.raises(ValueError, match="dice_aggregate"):
+        build_table({**spec, "dice_aggregate": "median"}, df)
+
+
+def test_holm_over_several_comparisons_and_every_metric_column():
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0.5, 0.6, 8)
+    spec = {**SPEC, "rows": [
+        {"method": "initial", "variant": "default", "label": "Initial"},
+        {"method": "deeds", "variant": "default", "label": "DEEDs"},
+        {"method": "niftyreg", "variant": "default", "label": "NiftyReg"},
+        {"method": "core", "variant": "default", "label": "CoRe"},
+    ]}  # fmt: skip
+    df = pd.concat([
+        metrics("core", ref),
+        metrics("initial", ref - 0.2),
+        metrics("deeds", ref - rng.uniform(-0.01, 0.03, 8)),
+        metrics("niftyreg", ref + np.r_[0.01, -0.01, 0.02, -0.02, 0.0, 0.03, -0.03, 0.01]),
+    ])  # fmt: skip
+    t = build_table(spec, df)
+    from corereg.stats import holm
+
+    np.testing.assert_allclose(t.p_holm.to_numpy(), holm(t.p.to_numpy()), equal_nan=True)
+    assert (t.p_holm.dropna() >= t.p.dropna()).all() and t.p.notna().sum() == 3
+    # NiftyReg: one zero difference, so 7 of its 8 pairs enter the test
+    assert t.set_index("row").loc["NiftyReg", "n_test_pairs"] == 7
+    md = to_markdown(spec, t)
+    core = next(line for line in md.splitlines() if line.startswith("| CoRe |"))
+    cells = [c.strip() for c in core.strip("|").split("|")]
+    # Dice, paper, Δ | SDlogJ L2R, SDlogJ L2R (this spec compares L2R), paper, HD95, T_inf, paper, p
+    assert cells[4:] == ["0.100", "0.100", "–", "5.0", "1.50", "–", "ref."]
+    code = to_markdown(
+        {**spec, "sdlogj": "sdlogj_code"}, build_table({**spec, "sdlogj": "sdlogj_code"}, df)
+    )
+    assert "| SDlogJ L2R | SDlogJ code | paper |" in code
+    core = next(line for line in code.splitlines() if line.startswith("| CoRe |"))
+    assert "| 0.100 | 0.050 | – | 5.0 | 1.50 |" in core
+    assert "first array axis" in code
+    assert t.set_index("row").loc["CoRe", "neg_jac_percent"] == pytest.approx(0.5)
+
+
+def test_a_reg_fac_search_that_missed_its_band_is_reported():
+    df = metrics("core", [0.5, 0.6]).assign(reg_fac=27.5, reg_fac_status="out_of_band")
+    spec = {**SPEC, "rows": [SPEC["rows"][2]], "reference": None}
+    t = build_table(spec, df)
+    assert t.iloc[0].reg_fac == 27.5 and t.iloc[0].reg_fac_status == "out_of_band"
+    md = to_markdown(spec, t)
+    assert "did not reach the dataset's SDlogJ band" in md and "CoRe (AbdomenCT, reg_fac 27.5" in md
+    ok = metrics("core", [0.5, 0.6]).assign(reg_fac=12.5, reg_fac_status="in_band")
+    assert "did not reach" not in to_markdown(spec, build_table(spec, ok))
+
+
+def _rendered_row(md: str, section: str, label: str) -> str:
+    block = md.split(f"## {section}")[1].split("\n## ")[0]
+    return next(line for line in block.splitlines() if line.startswith(f"| {label} |"))
+
+
+def test_every_published_value_reaches_the_rendered_tables():
+    import yaml
+
+    from conftest import ROOT
+    from corereg.plan import Plan
+    from corereg.report.tables import load_pair_metrics
+
+    plan = Plan(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    checked = 0
+    for name in ("table1", "table2", "table3"):
+        spec = plan.artifact_spec(name)
+        md = to_markdown(spec, build_table(spec, load_pair_metrics([])))
+        for ds in spec["datasets"]:
+            for row in spec["rows"]:
+                pv = (row.get("paper") or {}).get(ds["paper_key"])
+                if not pv:
+                    continue
+                line = _rendered_row(md, ds["display"], row["label"])
+                assert f"| {pv['dice']:.1f} ± {pv['dice_std']:.1f} |" in line, (name, line)
+                if "sdlogj" in pv:  # Initial has none
+                    assert f"| {pv['sdlogj']:.3f} |" in line, (name, line)
+                if "t_inf" in pv:
+                    assert f"| {pv['t_inf']:.2f} |" in line, (name, line)
+                checked += 1
+    assert checked == 2 * (9 + 3 + 4)  # every published row of Tables 1-3, both datasets
+    t1 = plan.artifact_spec("table1")
+    md1 = to_markdown(t1, build_table(t1, load_pair_metrics([])))
+    assert "| 52.6 ± 7.5 | – | – | – | 0.148 | – | – | 1.20 |" in _rendered_row(
+        md1, "AbdomenCT", "CoRe"
+    )
+    assert "| 52.1 ± 6.9 |" in _rendered_row(md1, "AbdomenCT", "uniGradICON")
+    assert "| 0.146 |" in _rendered_row(md1, "AbdomenCT", "Bigalke et al.")
+    t3 = plan.artifact_spec("table3")
+    md3 = to_markdown(t3, build_table(t3, load_pair_metrics([])))
+    assert "| 49.4 ± 8.1 |" in _rendered_row(md3, "AbdomenCT", "T_i")

@@ -13,7 +13,6 @@ from corereg.errors import InputError
 from corereg.evaluation import evaluate_pair
 from corereg.io import load_field, write_csv
 
-
 # Per-pair facts of the registration step carried into the metrics (engine: the test-time
 # reg_fac and whether its search reached the SDlogJ band).
 TIMING_EXTRAS = ("reg_fac", "reg_fac_status")

@@ -35,6 +35,7 @@ PACKAGES = (
     "nibabel",
     "matplotlib",
     "convexadam",
+    "surface-distance",
 )
 
 CSS = """
@@ -109,6 +110,33 @@ def _table(df: pd.DataFrame) -> str:
         )  # fmt: skip
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _regularity(tables: list[str]) -> str:
+    """Per row of every table: both SDlogJ formulas, folding (% of det J <= 0), HD95 and the
+    test-time reg_fac with whether its search reached the band, from the tables' CSV data."""
+    keep = {"row": "row", "dataset_label": "dataset", "sdlogj_l2r": "SDlogJ L2R",
+            "sdlogj_code": "SDlogJ code", "neg_jac_percent": "% det J ≤ 0", "hd95": "HD95 mm",
+            "reg_fac": "reg_fac", "reg_fac_status": "reg_fac search"}  # fmt: skip
+    parts = []
+    for md_path in tables:
+        csv = Path(md_path).with_suffix(".csv")
+        if not csv.is_file():
+            raise InputError(csv, "table data missing (the table step writes it beside the .md)")
+        df = pd.read_csv(csv)
+        df = df[df.status == "ok"]
+        if df.empty:
+            continue
+        df = df[[c for c in keep if c in df.columns]].rename(columns=keep).round(4)
+        parts.append(f"<h3>{html.escape(csv.stem)}</h3>{_table(df.fillna(''))}")
+    return (
+        '<section id="regularity"><h2>Deformation regularity and the reg_fac search</h2>'
+        "<p class=\"note\">SDlogJ L2R is Learn2Reg's formula, SDlogJ code the released code's (blind "
+        "to the first array axis); % det J ≤ 0 is the share of folding voxels; reg_fac search: "
+        "in_band, out_of_band (the last round is reported) or off.</p>"
+        + ("".join(parts) or "<p>No rows ran.</p>")
+        + "</section>"
+    )
 
 
 def _versions() -> pd.DataFrame:
@@ -228,7 +256,8 @@ def build_report(spec: dict, tables: list[str], figures: list[str], results: str
         sections.append(f'<section id="{path.stem}"><h2>{html.escape(title)}</h2><figure>'
                         f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{html.escape(path.name)}</figcaption></figure></section>")  # fmt: skip
-    nav += ['<a href="#switches">fidelity switches</a>', '<a href="#compute">compute</a></nav>']
+    nav += ['<a href="#regularity">regularity</a>', '<a href="#switches">fidelity switches</a>',
+            '<a href="#compute">compute</a></nav>']  # fmt: skip
     seeds = spec.get("seeds", [])
     data = (f'<section id="data"><h2>Data and seeds</h2>{_table(_datasets(spec))}'
             f"<p>Seeds of trainable methods: {len(seeds)} ({', '.join(map(str, seeds))}).</p></section>")  # fmt: skip
@@ -245,7 +274,8 @@ def build_report(spec: dict, tables: list[str], figures: list[str], results: str
     page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(spec.get('title', 'CoRe reproduction report'))}</title><style>{CSS}</style>"
             f"<script>{CHECK_JS}</script></head><body>"
-            + "\n".join([*body, " ".join(nav), data, *sections, switches, compute]) + "</body></html>\n")  # fmt: skip
+            + "\n".join([*body, " ".join(nav), data, *sections, _regularity(tables), switches, compute])
+            + "</body></html>\n")  # fmt: skip
     out_path = Path(out)
     with atomic_path(out_path) as tmp:
         tmp.write_text(page)

@@ -214,8 +214,10 @@ def _footnote(spec, table) -> str:
         "HD95: mean over structures of the 95th-percentile symmetric surface distance in mm "
         "(area-weighted surface elements, as the Learn2Reg evaluation computes it).",
         "T_inf: seconds per pair on "
-        + (", ".join(sorted({d for d in table.get("device", pd.Series(dtype=str)).dropna() if d}))
-           or "–")
+        + (
+            ", ".join(sorted({d for d in table.get("device", pd.Series(dtype=str)).dropna() if d}))
+            or "–"
+        )
         + ".",
         _reg_fac_note(spec, table),
     ]
