@@ -7,7 +7,7 @@ STAMP := $(VENV)/.corereg-installed
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test lint format dryrun clean-demo
+.PHONY: install demo example example-check test lint format dryrun clean-demo
 
 $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "corereg needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -25,6 +25,14 @@ DEMO_TARGETS ?=
 demo: $(STAMP)
 	$(BIN)/snakemake $(DEMO_TARGETS) --profile profiles/demo --configfile workflow/presets/demo.yaml --cores $(CORES)
 	@echo "Demo outputs: results/demo/tables/*.md, results/demo/figures/*.png"
+
+# The README's example results: copy the demo's tables and figures (after `make demo`),
+# or check the committed ones against a fresh demo within the stated tolerances.
+example: $(STAMP)
+	$(BIN)/python -m corereg example update
+
+example-check: $(STAMP)
+	$(BIN)/python -m corereg example check
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -23,6 +23,9 @@ class Served:
     drop_after: int | None = None  # close the connection after this many bytes, once
     corrupt: bool = False  # flip bytes (the declared md5 stays that of ``data``)
     ignore_range: bool = False
+    no_length: bool = (
+        False  # declare no size: no Content-Length, the body ends when the connection closes
+    )
     hits: list = field(default_factory=list)  # (Range header, status) per request
 
 
@@ -65,7 +68,11 @@ class LoopbackServer:
                 status = 206 if rng else 200
                 f.hits.append((rng, status))
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
+                if f.no_length:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()

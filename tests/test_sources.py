@@ -158,3 +158,32 @@ def test_disk_full_is_one_message_and_keeps_the_part_for_resuming(server, tmp_pa
         f"{server.url}/full.bin", tmp_path / "full.bin", md5=MD5, log=lambda *_: None
     )  # resumes
     assert (tmp_path / "full.bin").read_bytes() == DATA
+
+
+def test_a_stale_part_larger_than_the_remote_file_is_discarded(server, tmp_path):
+    served = server.add("/s.bin", DATA)
+    (tmp_path / "s.bin.part").write_bytes(DATA + b"left over from another version")
+    lock = ChecksumLock(tmp_path / "checksums.lock.json")
+    lines = []
+    download(f"{server.url}/s.bin", tmp_path / "s.bin", lock=lock, log=lines.append)
+    assert (tmp_path / "s.bin").read_bytes() == DATA
+    assert served.hits[0][1] == 416 and served.hits[1] == (None, 200)
+    assert any("does not fit the remote file" in line for line in lines)
+    assert ChecksumLock(lock.path).get("s.bin") == {"size": len(DATA), "md5": MD5}
+
+
+def test_no_checksum_is_recorded_from_a_download_of_undeclared_size(server, tmp_path):
+    server.add("/u.bin", DATA, no_length=True)
+    lock = ChecksumLock(tmp_path / "checksums.lock.json")
+    lines = []
+    download(f"{server.url}/u.bin", tmp_path / "u.bin", lock=lock, log=lines.append)
+    assert (tmp_path / "u.bin").read_bytes() == DATA
+    assert ChecksumLock(lock.path).get("u.bin") is None
+    assert any("declared no size" in line for line in lines)
+
+
+def test_network_settings_come_from_the_source():
+    from corereg.data.sources import network_settings
+
+    src = {"kind": "abdomenctct", "url": "u", "timeout": 5, "retries": 0, "backoff": None}
+    assert network_settings(src) == {"timeout": 5, "retries": 0}

@@ -228,3 +228,40 @@ def test_every_published_value_reaches_the_rendered_tables():
     t3 = plan.artifact_spec("table3")
     md3 = to_markdown(t3, build_table(t3, load_pair_metrics([])))
     assert "| 49.4 ± 8.1 |" in _rendered_row(md3, "AbdomenCT", "T_i")
+
+
+def _example_md(dice="43.4 ± 3.0", paper="52.6 ± 7.5", t_inf="1.38", note="Note."):
+    return (
+        "# Table 1\n\n## AbdomenCT-like, 10 test pairs\n\n"
+        "| Method | Dice % | paper | Δ | SDlogJ L2R | SDlogJ code | paper | HD95 mm | T_inf s | paper | p (Holm) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| CoRe | {dice} | {paper} | – | 0.070 | 0.062 | 0.148 | 20.1 | {t_inf} | 1.20 | ref. |\n"
+        "| uniGradICON | not run* | 52.1 ± 6.9 | – | – | – | 0.117 | – | – | 39.70 | – |\n\n"
+        f"{note}\n"
+    )
+
+
+def test_example_check_compares_within_the_stated_tolerances(tmp_path):
+    from corereg.report.example import Tolerance, check, compare_table
+
+    ref = _example_md()
+    assert compare_table(ref, ref) == []
+    assert compare_table(ref, _example_md(dice="42.6 ± 3.4", t_inf="9.99")) == []  # other CPU
+    far = compare_table(ref, _example_md(dice="40.0 ± 3.0"))
+    assert len(far) == 1 and "Dice %" in far[0] and "43.4" in far[0] and "tolerance 1.5" in far[0]
+    assert compare_table(ref, _example_md(dice="40.0 ± 3.0"), Tolerance(dice=5.0)) == []
+    assert "paper (Dice %)" in compare_table(ref, _example_md(paper="52.1 ± 7.5"))[0]
+    assert compare_table(ref, _example_md(dice="not run*"))  # a row that stopped running
+    assert compare_table(ref, _example_md(note="Other note."))
+    assert compare_table(ref, ref.replace("| uniGradICON |", "| UniGradICON |"))
+    (tmp_path / "ex").mkdir()
+    (tmp_path / "demo" / "tables").mkdir(parents=True)
+    for name in ("table1", "table2", "table3"):
+        (tmp_path / "ex" / f"{name}.md").write_text(ref)
+    from corereg.errors import CoreregError
+
+    with pytest.raises(CoreregError, match="no demo table to compare"):
+        check(tmp_path / "demo", tmp_path / "ex")
+    (tmp_path / "demo" / "tables" / "table1.md").write_text(_example_md(dice="30.0 ± 3.0"))
+    problems = check(tmp_path / "demo", tmp_path / "ex")
+    assert len(problems) == 1 and problems[0].startswith("table1: ")

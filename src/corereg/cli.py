@@ -251,11 +251,41 @@ def cmd_plan(a) -> None:
     print(render(Plan(config)))
 
 
+def cmd_config_doc(a) -> None:
+    from corereg.config_doc import load_schema, render
+    from corereg.io import atomic_path
+
+    page, missing = render(load_schema(Path(a.root)))
+    if missing:
+        raise CoreregError(f"schema properties without a description: {', '.join(missing)}")
+    out = Path(a.out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(page)
+    print(f"[config-doc] wrote {out}")
+
+
 def cmd_report(a) -> None:
     from corereg.report.html import build_report
 
     out = build_report(_spec(a.spec), a.tables, a.figures, a.results, a.out)
     print(f"[report] wrote {out}")
+
+
+def cmd_example(a) -> None:
+    from corereg.report import example
+
+    if a.action == "update":
+        for path in example.update(Path(a.demo), Path(a.example)):
+            print(f"[example] wrote {path}")
+        return
+    tol = example.Tolerance(dice=a.dice_tolerance)
+    problems = example.check(Path(a.demo), Path(a.example), tol)
+    if problems:
+        raise CoreregError(
+            f"{a.example}: the committed example tables differ from the demo's "
+            f"({len(problems)} cells; `make example` rewrites them):\n  " + "\n  ".join(problems)
+        )
+    print(f"[example] the committed tables in {a.example} match the demo's within tolerance")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,6 +390,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--configfile", nargs="*", help="presets merged over config.yaml, as for snakemake"
     )
     s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser(
+        "example", help="copy the demo's tables and figures to results/example, or check them"
+    )
+    s.add_argument(
+        "action",
+        choices=["update", "check"],
+        help="update: copy the demo's outputs; check: compare the committed tables",
+    )
+    s.add_argument("--demo", default="results/demo", help="the demo's results folder")
+    s.add_argument("--example", default="results/example", help="the committed example folder")
+    s.add_argument(
+        "--dice-tolerance",
+        type=float,
+        default=1.5,
+        help="allowed Dice difference in points (trained rows differ between CPUs)",
+    )
+    s.set_defaults(func=cmd_example)
+
+    s = sub.add_parser(
+        "config-doc", help="write docs/configuration.md from the configuration schema"
+    )
+    s.add_argument("--root", default=".", help="the repository (holds workflow/schemas/)")
+    s.add_argument("--out", default="docs/configuration.md", help="the page to write")
+    s.set_defaults(func=cmd_config_doc)
 
     s = sub.add_parser("report", help="the reproduction report: one self-contained HTML page")
     s.add_argument("--spec", required=True)

@@ -22,7 +22,7 @@ from itertools import combinations
 from pathlib import Path
 
 from corereg.data.manifest import relative_to, write_manifest
-from corereg.data.sources import ChecksumLock, download
+from corereg.data.sources import ChecksumLock, download, network_settings
 from corereg.errors import CoreregError, InputError
 from corereg.io import atomic_dir, load_image, load_labels
 
@@ -40,7 +40,8 @@ def fetch(source: dict, out, log=print, dataset: str = "abdomen") -> Path:
     out = Path(out)
     downloads = out.parent / "downloads"
     archive = download(source["url"], downloads / Path(source["url"].split("?")[0]).name, md5=source.get("md5"),
-                       size=source.get("size"), lock=ChecksumLock(out.parent / "checksums.lock.json"), log=log)  # fmt: skip
+                       size=source.get("size"), lock=ChecksumLock(out.parent / "checksums.lock.json"), log=log,
+                       **network_settings(source))  # fmt: skip
     with atomic_dir(out) as tmp:
         unpack(archive, tmp)
         find_root(tmp)
@@ -57,7 +58,9 @@ def unpack(archive: Path, dest: Path) -> None:
                     raise InputError(archive, f"unsafe path '{member}' in the archive")
             zf.extractall(dest)
     except zipfile.BadZipFile as exc:
-        raise InputError(archive, f"not a zip archive ({exc})") from exc
+        lock = archive.parent.parent / "checksums.lock.json"
+        raise InputError(archive, f"not a zip archive ({exc}); delete it and its entry in {lock}, "
+                                  "then run the step again to download it anew") from exc  # fmt: skip
 
 
 def find_root(raw: Path) -> Path:

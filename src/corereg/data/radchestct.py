@@ -195,7 +195,7 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
     """
     import json
 
-    from corereg.data.sources import download, token_from_env, zenodo_files
+    from corereg.data.sources import download, network_settings, token_from_env, zenodo_files
     from corereg.io import atomic_dir
 
     out = Path(out)
@@ -204,14 +204,18 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
         raise CoreregError(f"datasets.{dataset}.source: no Zenodo 'record'")
     token = token_from_env(source.get("token_env"), required=True, what=f"Zenodo record {record}")
     api = source.get("api", "https://zenodo.org/api")
-    files = {f.name: f for f in zenodo_files(record, api=api, token=token)}
+    net = network_settings(source)
+    files = {
+        f.name: f
+        for f in zenodo_files(record, api=api, token=token, timeout=net.get("timeout", 60.0))
+    }
     for name in (METADATA, SUMMARY):
         if name not in files:
             raise CoreregError(f"Zenodo record {record} has no file {name}")
     cache = out.parent / "downloads"
     for name in (METADATA, SUMMARY):
         f = files[name]
-        download(f.url, cache / name, size=f.size, md5=f.md5, token=token, log=log)
+        download(f.url, cache / name, size=f.size, md5=f.md5, token=token, log=log, **net)
     pairs = longitudinal_pairs(
         cache / METADATA, cache / SUMMARY, source.get("pair_rule", "first_two")
     )
@@ -237,7 +241,7 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
     )
     for s in scans:
         f = files[f"{s}.npz"]
-        download(f.url, cache / f.name, size=f.size, md5=f.md5, token=token, log=log)
+        download(f.url, cache / f.name, size=f.size, md5=f.md5, token=token, log=log, **net)
     counts = {k: sum(p["split"] == k for p in pairs) for k in ("train", "val", "test")}
     with atomic_dir(out) as tmp:
         with open(tmp / "pairs.csv", "w", newline="") as fh:

@@ -2,7 +2,8 @@
 
 ``download(url, dest, ...)`` streams into ``dest.part`` in 64 KiB chunks, resumes an
 interrupted transfer with an HTTP ``Range`` request (206: append; 200: the server
-ignored the range, start again; 416: the part is already complete), retries
+ignored the range, start again; 416: the part is complete if its size is the declared
+one, otherwise it is discarded and the download starts again), retries
 connection failures and 5xx answers with exponential backoff, verifies the size
 and the MD5, and only then renames the part onto ``dest``.  A file that fails its
 checksum is deleted and never used.  HTTP 401/403 (access not granted), 404 and a
@@ -14,8 +15,9 @@ token's value is read from an environment variable at the last moment, so it
 never enters Snakemake's stored parameters.
 
 Checksums: pinned in the config where known; otherwise the first verified
-download records size and MD5 in a lock file (``checksums.lock.json`` beside the
-data) that every later run checks against.
+download whose size the server (or the Zenodo API) declared records size and MD5 in
+a lock file (``checksums.lock.json`` beside the data) that every later run checks
+against.
 
 ``zenodo_files(record)`` lists a Zenodo record's files (name, size, md5, content
 URL) through the records API.
@@ -142,6 +144,11 @@ class _Progress:
             self.bar.close()
 
 
+def network_settings(source: dict) -> dict:
+    """The download keywords a dataset source may set (timeout, retries, backoff)."""
+    return {k: source[k] for k in ("timeout", "retries", "backoff") if source.get(k) is not None}
+
+
 def download(url: str, dest, *, size: int | None = None, md5: str | None = None, token: str | None = None,
              token_query: str | None = None, lock: ChecksumLock | None = None, retries: int = 5,
              backoff: float = 2.0, timeout: float = 60.0, log=print, session=None) -> Path:  # fmt: skip
@@ -171,6 +178,7 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
         )
     http = session or requests.Session()
     attempt = 0
+    declared = size  # the size the caller, the server or the API declared
     while True:
         offset = part.stat().st_size if part.exists() else 0
         req_headers = dict(headers)
@@ -184,13 +192,16 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
                                         "request was approved and that the token is valid")  # fmt: skip
                 if code == 404:
                     raise DownloadError(f"{name}: not found at {shown} (HTTP 404)")
-                if (
-                    code == 416
-                ):  # nothing left to send: the part holds the whole file, or it is wrong
-                    if size is None or offset == size:
+                if code == 416:  # nothing left to send: the part is complete, or it is wrong
+                    declared = size if size is not None else _total(resp, offset)
+                    if declared is not None and offset == declared:
                         break
+                    # a part larger than the remote file, or of unknown fit: never a completed file
                     part.unlink()
-                    raise _Retry(f"HTTP 416 with a {offset}-byte part")
+                    log(f"[download] {name}: the {offset}-byte partial file does not fit the remote "
+                        f"file ({declared if declared is not None else 'size not declared'}); "
+                        "starting again")  # fmt: skip
+                    continue
                 if code >= 500:
                     raise _Retry(f"HTTP {code}")
                 if code not in (200, 206):
@@ -200,6 +211,7 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
                     log(f"[download] {name}: the server ignored the range request; starting again")
                     offset = 0
                 total = size or _total(resp, offset)
+                declared = total
                 progress = _Progress(name, total, offset, log)
                 try:
                     with open(part, mode) as f:
@@ -247,8 +259,12 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
                             "nothing was used")  # fmt: skip
     os.replace(part, dest)
     if lock is not None and recorded is None:
-        lock.record(name, got_size, got)
-        log(f"[download] {name}: recorded size {got_size} and md5 {got} in {lock.path}")
+        if declared is not None and declared == got_size:
+            lock.record(name, got_size, got)
+            log(f"[download] {name}: recorded size {got_size} and md5 {got} in {lock.path}")
+        else:  # a checksum is trusted only from a download whose size the server declared
+            log(f"[download] {name}: the server declared no size; md5 {got} not recorded in "
+                f"{lock.path} (pin it in the config to check later downloads)")  # fmt: skip
     log(f"[download] {name}: {got_size / 1e6:.1f} MB, md5 {got} verified" if md5 else
         f"[download] {name}: {got_size / 1e6:.1f} MB, md5 {got}")  # fmt: skip
     return dest
