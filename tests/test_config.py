@@ -159,6 +159,34 @@ def test_snakemake_stops_at_start_up_naming_the_key(tmp_path):
     assert proc.returncode != 0 and "shape" in out and "too short" in out
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "methods:\n  core:\n    variants:\n      alpha_5: {cl_weight: -5}\n",
+            "methods.core.variants.alpha_5.cl_weight: -5 is less than the minimum of 0",
+        ),
+        (
+            "methods:\n  bigalke:\n    params: {reg_loss: l1}\n",
+            "methods.bigalke.params.reg_loss: 'l1' is not one of",
+        ),
+        (
+            "datasets:\n  abdomen:\n    source: {ulr: x}\n",
+            "datasets.abdomen.source: Additional properties are not allowed ('ulr' was unexpected)",
+        ),
+        ("engine: {adam_iters: -1}\n", "engine.adam_iters: -1 is less than the minimum of 0"),
+    ],
+)
+def test_a_bad_key_at_any_level_stops_the_dry_run_with_one_line(tmp_path, override, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override)
+    proc = run_snakemake("-n", "--configfile", str(bad), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and expected in out, out
+    error_lines = [line for line in out.splitlines() if "invalid configuration" in line]
+    assert len(error_lines) == 1 and len(out.splitlines()) < 15, out
+
+
 def test_every_rule_declares_log_benchmark_resources_and_env():
     text = "".join(p.read_text() for p in sorted(Path(ROOT, "workflow/rules").glob("*.smk")))
     blocks = [b for b in text.split("\nrule ")[1:] if "shell:" in b]

@@ -53,15 +53,32 @@ def cmd_prepare(a) -> None:
             raise CoreregError("prepare of radchestct needs --raw (the label folder)")
         radchestct.prepare(a.raw, a.out, a.dataset, spec)
     else:
-        raise NotImplementedYet(f"preparation of '{kind}' data (issue: real data in)")
+        raise NotImplementedYet(f"preparation of '{kind}' data")
     print(f"[prepare] {a.dataset}: wrote {a.out}")
 
 
+def _stage_spec(a) -> dict:
+    """The step's settings: ``--spec`` (what the workflow passes), else the dataset's entry
+    in the configuration (``--config`` and ``--configfile``, as for snakemake)."""
+    if a.spec:
+        return _spec(a.spec)
+    from corereg import config
+    from corereg.plan import Plan
+
+    plan = Plan(config.load(a.config, a.configfile))
+    if a.dataset not in plan.cfg["datasets"]:
+        raise CoreregError(
+            f"{a.config or 'config.yaml'}: no dataset '{a.dataset}' "
+            f"(datasets: {', '.join(plan.cfg['datasets'])})"
+        )
+    return plan.stage_spec(a.dataset, a.verb)
+
+
 def cmd_stage(a) -> None:
-    """download / convert / label of real data: declared steps of the full reproduction."""
+    """download / convert / label of real data: the steps of the full reproduction."""
     from corereg.errors import NotImplementedYet
 
-    spec = _spec(a.spec)
+    spec = _stage_spec(a)
     kind = spec.get("source", {}).get("kind", a.dataset)
     if a.verb == "download" and kind == "abdomenctct":
         from corereg.data import abdomenctct
@@ -91,7 +108,9 @@ def cmd_stage(a) -> None:
         totalseg.label(a.input, a.out, cfg)
         radchestct.finish_label(a.input, a.out)
         return
-    raise NotImplementedYet(f"{a.verb} for '{kind}' (issue: real data in)")
+    raise NotImplementedYet(
+        f"{a.verb} for datasets of kind '{kind}' (synthetic data need only prepare)"
+    )
 
 
 def cmd_fetch_weights(a) -> None:
@@ -227,28 +246,11 @@ def cmd_figure(a) -> None:
 
 
 def cmd_plan(a) -> None:
-    import yaml
-    from jsonschema import Draft202012Validator
-
+    from corereg import config
     from corereg.estimate import render
-    from corereg.plan import Plan, deep_merge
+    from corereg.plan import Plan
 
-    root = Path(__file__).resolve().parents[2]
-    files = [root / "config.yaml", *map(Path, a.configfile or [])]
-    config: dict = {}
-    for f in files:
-        try:
-            config = deep_merge(config, yaml.safe_load(f.read_text()) or {})
-        except (OSError, yaml.YAMLError) as exc:
-            raise CoreregError(
-                f"{f}: not a readable YAML config ({exc.__class__.__name__})"
-            ) from exc
-    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
-    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
-        raise CoreregError(f"config: {'.'.join(map(str, e.path)) or '<root>'}: {e.message}")
-    print(render(Plan(config)))
+    print(render(Plan(config.load(a.config, a.configfile))))
 
 
 def cmd_config_doc(a) -> None:
@@ -300,12 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_prepare)
 
+    stage_help = {
+        "download": "download a real dataset (checksums verified, resumable)",
+        "convert": "convert and resample RAD-ChestCT scans to the paper's grid",
+        "label": "label RAD-ChestCT with TotalSegmentator (--check: is it ready?)",
+    }
     for verb in ("download", "convert", "label"):
-        s = sub.add_parser(verb, help=f"{verb} real data (full reproduction)")
-        s.add_argument("--dataset", required=True)
-        s.add_argument("--spec", required=True)
-        s.add_argument("--input")
-        s.add_argument("--out", required=verb != "label")
+        s = sub.add_parser(verb, help=stage_help[verb], description=stage_help[verb])
+        s.add_argument(
+            "--dataset", required=True, help="a key of datasets, e.g. abdomen or radchest"
+        )
+        s.add_argument("--spec", help="the step's settings as JSON (written by the workflow); "
+                       "default: the dataset's entry in --config")  # fmt: skip
+        s.add_argument("--config", help="configuration file (default: ./config.yaml)")
+        s.add_argument("--configfile", nargs="*", default=[], help="presets merged over it")
+        s.add_argument(
+            "--input",
+            help="the previous step's folder (convert: the download; label: the converted scans)",
+        )
+        s.add_argument("--out", required=verb != "label", help="output folder")
         if verb == "label":
             s.add_argument(
                 "--check",
@@ -386,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "plan", help="jobs per rule, GPU-hours and disk of a configuration (before a run)"
     )
+    s.add_argument("--config", help="configuration file (default: ./config.yaml)")
     s.add_argument(
-        "--configfile", nargs="*", help="presets merged over config.yaml, as for snakemake"
+        "--configfile", nargs="*", default=[], help="presets merged over it, as for snakemake"
     )
     s.set_defaults(func=cmd_plan)
 

@@ -10,31 +10,20 @@ enabled methods.  Rows of disabled methods read "not run" in the outputs.
 
 from __future__ import annotations
 
-import copy
 import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from corereg.config import deep_merge
 from corereg.errors import CoreregError
 
 TABLES = ("table1", "table2", "table3")
 FIGURES = ("fig3", "fig4a", "fig4b")
 REAL_SOURCES = {"abdomenctct": ("download",), "radchestct": ("download", "convert", "label")}
-# Pair counts of the paper (ALGORITHM.md §9 / DATA.md), shown beside ours in the report.
+# Pair counts of the paper (its Section 2.6), shown beside ours in the report.
 PAPER_COUNTS = {"abdomen": {"train pairs": 190, "test pairs": 45},
                 "radchest": {"train pairs": 300, "test pairs": 71}}  # fmt: skip
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        out[k] = (
-            deep_merge(out[k], v)
-            if isinstance(v, dict) and isinstance(out.get(k), dict)
-            else copy.deepcopy(v)
-        )
-    return out
 
 
 @dataclass(frozen=True)
@@ -81,6 +70,7 @@ class Plan:
                     raise CoreregError(
                         f"config: methods.{name}.{where} sets {unknown}, which are not engine keys"
                     )
+                self._check_engine_values(f"methods.{name}.{where}", over)
         for name, m in self.cfg["methods"].items():
             bcv = self._deedsbcv(name)
             if bcv is not None and m.get("enabled", True):
@@ -93,6 +83,18 @@ class Plan:
         for key, ds in self.cfg["datasets"].items():
             if ds["source"]["kind"] not in (*REAL_SOURCES, "synthetic_abdomen", "synthetic_chest"):
                 raise CoreregError(f"config: datasets.{key}.source.kind is unknown")
+
+    @staticmethod
+    def _check_engine_values(where: str, over: dict) -> None:
+        """A method's or variant's engine overrides obey the same schema as ``engine``."""
+        from jsonschema import Draft202012Validator
+
+        from corereg.config import schema
+
+        engine_schema = schema()["properties"]["engine"]
+        for err in Draft202012Validator(engine_schema).iter_errors(over):
+            key = ".".join(map(str, err.path))
+            raise CoreregError(f"config: {where}.{key}: {err.message}")
 
     # ------------------------------------------------------------------ methods
     def method(self, name: str) -> dict:

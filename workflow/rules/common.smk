@@ -1,6 +1,7 @@
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 ROOT = workflow.basedir  # the repository (the main Snakefile lives there)
@@ -13,10 +14,17 @@ os.environ[_PYTHONPATH] = os.pathsep.join(
     filter(None, [SRC, os.environ.get(_PYTHONPATH)])
 )
 
+from corereg import config as corereg_config  # noqa: E402
+from corereg.errors import CoreregError  # noqa: E402
 from corereg.plan import Plan, Run  # noqa: E402
 
-validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
-plan = Plan(config)
+SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+try:  # one line naming the key and the file instead of the whole schema
+    corereg_config.check(config, workflow.configfiles)
+    validate(config, SCHEMA)  # fills in the schema's defaults
+    plan = Plan(config)
+except CoreregError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
 RESULTS = plan.results
 DATA = plan.data_root
 
