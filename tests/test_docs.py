@@ -17,3 +17,75 @@ def test_a_missing_description_is_reported():
     del schema["properties"]["engine"]["properties"]["stages"]["description"]
     _, missing = render(schema)
     assert missing == ["engine.stages"]
+
+
+USER_FACING = ("README.md", "config.yaml", "Snakefile", "Makefile", "docs", "workflow", "src",
+               "envs", "profiles", "results/README.md", "benchmarks", "CITATION.cff")  # fmt: skip
+
+
+def user_facing_files():
+    for name in USER_FACING:
+        path = ROOT / name
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for f in files:
+            if f.suffix in {".png", ".pdf", ".pt", ".gz", ".pyc"} or "__pycache__" in f.parts:
+                continue
+            yield f
+
+
+def test_nothing_points_to_files_outside_the_repository_or_to_its_development():
+    import re
+
+    outside = re.compile(
+        r"ALGORITHM\.md|DATA\.md|PAPER_RESULTS|SLURM_AND_SNAKEMAKE|notes/|\.\./shared"
+    )
+    process = re.compile(r"\b(later |this |the )?issues?\b|\bsession\b", re.IGNORECASE)
+    problems = []
+    for f in user_facing_files():
+        for n, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+            if outside.search(line) or process.search(line):
+                problems.append(f"{f.relative_to(ROOT)}:{n}: {line.strip()[:100]}")
+    assert problems == []
+
+
+def test_every_docs_page_and_link_named_exists():
+    import re
+
+    named = re.compile(r"\bdocs/[A-Za-z_]+\.md\b")
+    link = re.compile(r"\]\(([^)#:]+)(#[^)]*)?\)")
+    missing = []
+    for f in user_facing_files():
+        text = f.read_text(errors="replace")
+        for m in named.finditer(text):
+            if not (ROOT / m.group(0)).is_file():
+                missing.append(f"{f.relative_to(ROOT)} names {m.group(0)}")
+        if f.suffix == ".md":
+            for m in link.finditer(text):
+                if not (f.parent / m.group(1)).exists():
+                    missing.append(f"{f.relative_to(ROOT)} links {m.group(1)}")
+    assert missing == []
+
+
+def test_every_verb_and_option_has_help_text():
+    import subprocess
+    import sys
+
+    from corereg.cli import build_parser
+    from corereg.registration.registry import KINDS
+
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    assert len(verbs) >= 15
+    for name, sub in verbs.items():
+        assert sub.description, name
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"corereg {name} {action.option_strings or action.dest}"
+        out = subprocess.run([sys.executable, "-m", "corereg", name, "--help"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0 and "``" not in out.stdout and ":func:" not in out.stdout
+    top = subprocess.run([sys.executable, "-m", "corereg", "--help"], capture_output=True,
+                         text=True, timeout=120).stdout  # fmt: skip
+    assert "``" not in top and all(v in top for v in verbs)
+    register = verbs["register"].format_help()
+    assert all(kind in register for kind in KINDS)

@@ -43,7 +43,7 @@ def test_network_shapes_and_named_outputs():
 
 def test_h_recovers_an_integer_feature_shift():
     # A shift of exactly (1, -1, 1) feature voxels; H's output carries the code's n/(n-1)
-    # normalisation factor (ALGORITHM.md §0), so expect shift * n/(n-1) without ICE.
+    # normalisation factor (docs/method.md), so expect shift * n/(n-1) without ICE.
     shape = (64, 64, 64)
     fixed = smooth_image(shape, 5, 0)
     shift = np.array([8.0, -8.0, 8.0])

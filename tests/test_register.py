@@ -41,7 +41,7 @@ def test_convexadam_recovers_a_known_translation():
 
 def test_unknown_and_planned_methods():
     with pytest.raises(
-        NotImplementedYet, match="not implemented yet: registration method kind 'samconvex'"
+        NotImplementedYet, match="not implemented: registration method kind 'samconvex'"
     ):
         make_method("samconvex", {}, torch.device("cpu"), checkpoint=None)
     with pytest.raises(CoreregError, match="method kind 'lapirn' needs --checkpoint"):
@@ -94,3 +94,55 @@ def test_cli_cuda_request_without_cuda(tmp_path):
         "cuda",
     )
     assert proc.returncode == 1 and "CUDA is not available" in proc.stderr
+
+
+def test_one_registry_covers_every_configurable_kind():
+    import yaml
+
+    from conftest import ROOT
+    from corereg.registration.methods import Method
+    from corereg.registration.registry import KINDS, WITHOUT_ADAPTER, method_class
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    kinds = schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]
+    assert sorted(kinds) == sorted([*KINDS, *WITHOUT_ADAPTER])
+    for kind in KINDS:
+        assert issubclass(method_class(kind), Method), kind
+
+
+def test_no_import_circles_at_module_level():
+    """Module-level imports between corereg modules form no cycle."""
+    import ast
+
+    from conftest import ROOT
+
+    src = ROOT / "src"
+    graph = {}
+    for path in (src / "corereg").rglob("*.py"):
+        mod = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("corereg")
+            ):
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("corereg")}
+        graph[mod] = deps
+
+    def visit(node, stack, seen):
+        for dep in graph.get(node, ()):
+            if dep in stack:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in seen:
+                seen.add(dep)
+                found = visit(dep, [*stack, dep], seen)
+                if found:
+                    return found
+        return None
+
+    for mod in graph:
+        cycle = visit(mod, [mod], {mod})
+        assert cycle is None, " -> ".join(cycle)

@@ -80,8 +80,8 @@ def test_declared_future_steps_fail_clearly(tmp_path):
     )
     assert proc.returncode == 1
     assert (
-        "not implemented yet: training of method kind 'samconvex'" in proc.stderr
-        and "see README" in proc.stderr
+        "not implemented: training of method kind 'samconvex'" in proc.stderr
+        and "see docs/methods.md" in proc.stderr
     )
     proc = run_cli(
         "download",

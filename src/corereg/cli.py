@@ -1,10 +1,4 @@
-"""``corereg <verb>``: the one entry point of every Snakemake rule.
-
-Each verb takes explicit input and output paths; configuration arrives as a
-JSON ``--spec`` (a string, or ``@file``) resolved by the workflow from
-config.yaml.  Errors in the input are reported as one line ``error: ...``
-naming the file and the problem, with exit status 1.
-"""
+"""corereg VERB: the one entry point of every Snakemake rule (see DESCRIPTION)."""
 
 from __future__ import annotations
 
@@ -290,16 +284,43 @@ def cmd_example(a) -> None:
     print(f"[example] the committed tables in {a.example} match the demo's within tolerance")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="corereg", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"corereg {__version__}")
-    sub = p.add_subparsers(dest="verb", required=True)
+DESCRIPTION = """\
+corereg: the steps of the CoRe reproduction workflow, one verb per step.
 
-    s = sub.add_parser("prepare", help="write a prepared dataset (images, labels, manifest)")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--spec", required=True, help="dataset spec (JSON or @file)")
-    s.add_argument("--raw", help="upstream folder (real data)")
-    s.add_argument("--out", required=True)
+Snakemake calls these verbs with explicit paths and the step's settings as JSON
+(--spec, resolved from config.yaml and its presets).  Every verb also runs on its
+own; the verbs a user runs by hand (plan, label --check, download, register of one
+pair, example) read config.yaml or take plain options.  A problem with the input is
+one line "error: <file>: <problem>" and exit status 1.
+"""
+
+SPEC_HELP = ("the step's settings as JSON, or @FILE holding it; the workflow writes it from "
+             "config.yaml and its presets")  # fmt: skip
+DEVICE_HELP = "torch device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N"
+THREADS_HELP = "CPU threads for torch (default: torch's own choice)"
+IF_MISSING_HELP = ("what to do when the method's tool is not installed: fail, or report (write a "
+                   "record that the tables show as 'not run: <reason>')")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from corereg.registration.registry import KINDS
+
+    p = argparse.ArgumentParser(
+        prog="corereg",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"corereg {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, text: str):
+        return sub.add_parser(name, help=text, description=text)
+
+    s = verb("prepare", "write a prepared dataset: images, labels and manifest.json")
+    s.add_argument("--dataset", required=True, help="the dataset's key in the configuration")
+    s.add_argument("--spec", required=True, help=SPEC_HELP + " (the dataset's entry)")
+    s.add_argument("--raw", help="real data: the previous step's folder (download or label)")
+    s.add_argument("--out", required=True, help="the prepared dataset's folder")
     s.set_defaults(func=cmd_prepare)
 
     stage_help = {
@@ -307,137 +328,121 @@ def build_parser() -> argparse.ArgumentParser:
         "convert": "convert and resample RAD-ChestCT scans to the paper's grid",
         "label": "label RAD-ChestCT with TotalSegmentator (--check: is it ready?)",
     }
-    for verb in ("download", "convert", "label"):
-        s = sub.add_parser(verb, help=stage_help[verb], description=stage_help[verb])
+    for name in ("download", "convert", "label"):
+        s = verb(name, stage_help[name])
         s.add_argument(
             "--dataset", required=True, help="a key of datasets, e.g. abdomen or radchest"
         )
-        s.add_argument("--spec", help="the step's settings as JSON (written by the workflow); "
-                       "default: the dataset's entry in --config")  # fmt: skip
+        s.add_argument("--spec", help=SPEC_HELP + "; default: the dataset's entry in --config")
         s.add_argument("--config", help="configuration file (default: ./config.yaml)")
         s.add_argument("--configfile", nargs="*", default=[], help="presets merged over it")
-        s.add_argument(
-            "--input",
-            help="the previous step's folder (convert: the download; label: the converted scans)",
-        )
-        s.add_argument("--out", required=verb != "label", help="output folder")
-        if verb == "label":
-            s.add_argument(
-                "--check",
-                action="store_true",
-                help="only say what is missing (weights, licence, GPU)",
-            )
+        s.add_argument("--input", help="the previous step's folder (convert: the download; "
+                       "label: the converted scans)")  # fmt: skip
+        s.add_argument("--out", required=name != "label", help="output folder")
+        if name == "label":
+            s.add_argument("--check", action="store_true",
+                           help="only say what is missing (tool, weights, licence, GPU)")  # fmt: skip
         s.set_defaults(func=cmd_stage)
 
-    s = sub.add_parser("fetch-weights", help="download a pretrained method's released weights")
-    s.add_argument("--url", required=True)
-    s.add_argument(
-        "--md5", default="none", help="expected md5, or none (recorded on first download)"
-    )
-    s.add_argument("--out", required=True)
+    s = verb("fetch-weights", "download a pretrained method's released weights")
+    s.add_argument("--url", required=True, help="where the weights are published")
+    s.add_argument("--md5", default="none",
+                   help="expected MD5, or none (size and MD5 are recorded on the first download)")  # fmt: skip
+    s.add_argument("--out", required=True, help="the weights file to write")
     s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
                    help="download fails: fail, or write a 'not run' record the tables report")  # fmt: skip
     s.set_defaults(func=cmd_fetch_weights)
 
-    s = sub.add_parser("build-deedsbcv", help="compile deedsBCV from a source checkout")
+    s = verb("build-deedsbcv", "compile deedsBCV and linearBCV from a source checkout")
     s.add_argument("--source", required=True, help="a checkout of github.com/mattiaspaul/deedsBCV")
     s.add_argument("--out", required=True, help="folder for the binaries and build.json")
     s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
-                   help="no compiler/zlib: fail, or write a 'not run' record the tables report")  # fmt: skip
+                   help="no compiler or zlib: fail, or write a 'not run' record the tables report")  # fmt: skip
     s.set_defaults(func=cmd_build_deedsbcv)
 
-    s = sub.add_parser("train", help="train a learning-based method")
+    s = verb("train", "train a learning-based method (CoRe, Bigalke et al., VoxelMorph, LapIRN)")
     s.add_argument("--data", required=True, help="prepared dataset folder")
-    s.add_argument("--method", required=True)
-    s.add_argument("--variant", default="default")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--spec", required=True)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=None)
-    s.add_argument("--out", required=True, help="model folder")
-    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
-                   help="tool not installed: fail, or write a 'not run' model the tables report")  # fmt: skip
+    s.add_argument("--method", required=True, help="the method's key in the configuration (logs)")
+    s.add_argument("--variant", default="default", help="the variant's key (logs)")
+    s.add_argument("--seed", type=int, default=0, help="training seed")
+    s.add_argument("--spec", required=True,
+                   help=SPEC_HELP + " (kind, params, dataset entry, seed)")  # fmt: skip
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    s.add_argument("--out", required=True, help="model folder (final.pt, train_log.csv)")
+    s.add_argument("--if-missing", choices=["report", "fail"], default="fail", help=IF_MISSING_HELP)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("register", help="register one pair, or every test pair of a manifest")
-    s.add_argument("--method", required=True, help="method kind: initial, convexadam, ...")
-    s.add_argument("--params", help="method parameters (JSON or @file)")
-    s.add_argument("--fixed")
-    s.add_argument("--moving")
-    s.add_argument("--out", help="output field disp_<fixed>_<moving>.nii.gz")
-    s.add_argument("--manifest", help="prepared dataset folder or manifest.json")
-    s.add_argument("--split", default="test")
-    s.add_argument("--out-dir")
-    s.add_argument("--checkpoint")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=None)
-    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
-                   help="tool not installed: fail, or write a 'not run' record the tables report")  # fmt: skip
+    s = verb("register", "register one pair (--fixed, --moving, --out) or every pair of a split")
+    s.add_argument("--method", required=True, metavar="KIND",
+                   help=f"method kind: {', '.join(KINDS)}")  # fmt: skip
+    s.add_argument(
+        "--params", help="method parameters as JSON or @FILE (default: the method's own)"
+    )
+    s.add_argument("--fixed", help="fixed image (NIfTI)")
+    s.add_argument("--moving", help="moving image (NIfTI), on the fixed image's grid")
+    s.add_argument("--out", help="output field, e.g. disp_<fixed>_<moving>.nii.gz")
+    s.add_argument("--manifest", help="prepared dataset folder or its manifest.json")
+    s.add_argument("--split", default="test", help="which pairs of the manifest (default: test)")
+    s.add_argument("--out-dir", help="with --manifest: folder for the fields and timing.csv")
+    s.add_argument("--checkpoint", help="trained model (engine, voxelmorph, lapirn): final.pt")
+    s.add_argument("--seed", type=int, default=0, help="seed of any random step")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    s.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    s.add_argument("--if-missing", choices=["report", "fail"], default="fail", help=IF_MISSING_HELP)
     s.set_defaults(func=cmd_register)
 
-    s = sub.add_parser("evaluate", help="Dice, HD95, SDlogJ of a folder of fields")
-    s.add_argument("--manifest", required=True)
-    s.add_argument("--fields", required=True)
-    s.add_argument("--spec", required=True, help="run identity and evaluated labels (JSON)")
-    s.add_argument("--out-structures", required=True)
-    s.add_argument("--out-pairs", required=True)
+    s = verb("evaluate", "Dice, HD95, SDlogJ and folding of a folder of fields")
+    s.add_argument("--manifest", required=True, help="prepared dataset folder or manifest.json")
+    s.add_argument("--fields", required=True, help="the register step's folder")
+    s.add_argument("--spec", required=True,
+                   help=SPEC_HELP + " (dataset, method, variant, seed, evaluated labels)")  # fmt: skip
+    s.add_argument("--out-structures", required=True, help="per pair and structure CSV")
+    s.add_argument("--out-pairs", required=True, help="per pair CSV")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("table", help="write one paper table (CSV, Markdown, LaTeX)")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--metrics", nargs="*", default=[])
+    s = verb("table", "write one paper table (CSV, Markdown, LaTeX)")
+    s.add_argument("--spec", required=True,
+                   help=SPEC_HELP + " (rows, datasets, paper values, reference row)")  # fmt: skip
+    s.add_argument("--metrics", nargs="*", default=[], help="the runs' pairs.csv files")
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/tables/table1")
     s.set_defaults(func=cmd_table)
 
-    s = sub.add_parser("figure", help="write one paper figure (PNG and PDF)")
-    s.add_argument("which", choices=["fig3", "fig4a", "fig4b"])
-    s.add_argument("--spec", required=True)
-    s.add_argument("--metrics", nargs="*", default=[])
-    s.add_argument("--logs", nargs="*", default=[], help="LABEL=train_log.csv")
-    s.add_argument("--out", required=True)
+    s = verb("figure", "write one paper figure (PNG and PDF)")
+    s.add_argument("which", choices=["fig3", "fig4a", "fig4b"], help="which figure")
+    s.add_argument("--spec", required=True, help=SPEC_HELP + " (rows, datasets, paper values)")
+    s.add_argument("--metrics", nargs="*", default=[], help="fig4a: the runs' pairs.csv files")
+    s.add_argument("--logs", nargs="*", default=[], help="fig4b: LABEL=train_log.csv, one per run")
+    s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/figures/fig4a")
     s.set_defaults(func=cmd_figure)
 
-    s = sub.add_parser(
-        "plan", help="jobs per rule, GPU-hours and disk of a configuration (before a run)"
-    )
+    s = verb("plan", "jobs per rule, GPU-hours and disk of a configuration (before a run)")
     s.add_argument("--config", help="configuration file (default: ./config.yaml)")
-    s.add_argument(
-        "--configfile", nargs="*", default=[], help="presets merged over it, as for snakemake"
-    )
+    s.add_argument("--configfile", nargs="*", default=[],
+                   help="presets merged over it, as for snakemake")  # fmt: skip
     s.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser(
-        "example", help="copy the demo's tables and figures to results/example, or check them"
-    )
-    s.add_argument(
-        "action",
-        choices=["update", "check"],
-        help="update: copy the demo's outputs; check: compare the committed tables",
-    )
+    s = verb("example", "copy the demo's tables and figures to results/example, or check them")
+    s.add_argument("action", choices=["update", "check"],
+                   help="update: copy the demo's outputs; check: compare the committed tables")  # fmt: skip
     s.add_argument("--demo", default="results/demo", help="the demo's results folder")
     s.add_argument("--example", default="results/example", help="the committed example folder")
-    s.add_argument(
-        "--dice-tolerance",
-        type=float,
-        default=1.5,
-        help="allowed Dice difference in points (trained rows differ between CPUs)",
-    )
+    s.add_argument("--dice-tolerance", type=float, default=1.5,
+                   help="allowed Dice difference in points (trained rows differ between CPUs)")  # fmt: skip
     s.set_defaults(func=cmd_example)
 
-    s = sub.add_parser(
-        "config-doc", help="write docs/configuration.md from the configuration schema"
-    )
+    s = verb("config-doc", "write docs/configuration.md from the configuration schema")
     s.add_argument("--root", default=".", help="the repository (holds workflow/schemas/)")
     s.add_argument("--out", default="docs/configuration.md", help="the page to write")
     s.set_defaults(func=cmd_config_doc)
 
-    s = sub.add_parser("report", help="the reproduction report: one self-contained HTML page")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--tables", nargs="+", required=True, help="tables/*.md")
-    s.add_argument("--figures", nargs="*", default=[], help="figures/*.png")
+    s = verb("report", "the reproduction report: one self-contained HTML page")
+    s.add_argument("--spec", required=True,
+                   help=SPEC_HELP + " (datasets, seeds, settings in force)")  # fmt: skip
+    s.add_argument("--tables", nargs="+", required=True, help="the tables' .md files")
+    s.add_argument("--figures", nargs="*", default=[], help="the figures' .png files")
     s.add_argument("--results", required=True, help="results folder (benchmarks/, metrics/)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
     return p
 

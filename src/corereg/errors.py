@@ -15,12 +15,10 @@ class InputError(CoreregError):
 
 
 class NotImplementedYet(CoreregError):
-    """A declared pipeline step whose implementation belongs to a later issue."""
+    """An option the configuration accepts but this version of the pipeline cannot run."""
 
     def __init__(self, what: str):
-        super().__init__(
-            f"not implemented yet: {what}; see README, section 'Status of the pipeline'"
-        )
+        super().__init__(f"not implemented: {what}; see docs/methods.md and docs/method.md")
 
 
 class ToolMissing(CoreregError):

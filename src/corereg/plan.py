@@ -19,6 +19,7 @@ from corereg.config import deep_merge
 from corereg.errors import CoreregError
 
 TABLES = ("table1", "table2", "table3")
+NETWORK_KEYS = ("timeout", "retries", "backoff")  # download settings of a dataset source
 FIGURES = ("fig3", "fig4a", "fig4b")
 REAL_SOURCES = {"abdomenctct": ("download",), "radchestct": ("download", "convert", "label")}
 # Pair counts of the paper (its Section 2.6), shown beside ours in the report.
@@ -299,7 +300,11 @@ class Plan:
         return shlex.quote(json.dumps(obj, sort_keys=True, separators=(",", ":")))
 
     def dataset_spec(self, dataset: str) -> dict:
-        return self.cfg["datasets"][dataset]
+        """A dataset's settings as the steps after the download see them (the network
+        settings of the download steps are left out: changing them reruns nothing else)."""
+        ds = dict(self.cfg["datasets"][dataset])
+        ds["source"] = {k: v for k, v in ds["source"].items() if k not in NETWORK_KEYS}
+        return ds
 
     def stage_spec(self, dataset: str, stage: str) -> dict:
         """What a data stage depends on (so that, e.g., a new labelling setting does not
@@ -309,6 +314,7 @@ class Plan:
         source = {k: v for k, v in ds["source"].items() if k != "totalsegmentator"}
         if stage == "download":
             return {"source": source}
+        source = {k: v for k, v in source.items() if k not in NETWORK_KEYS}
         if stage == "convert":
             return {"source": source, "shape": ds["shape"], "spacing": ds["spacing"]}
         return {

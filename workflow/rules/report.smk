@@ -5,7 +5,14 @@ rule table:
     input:
         metrics=lambda w: plan.artifact_inputs(w.table)["metrics"],
     output:
-        multiext(f"{RESULTS}/tables/{{table}}", ".csv", ".md", ".tex"),
+        csv=report(
+            f"{RESULTS}/tables/{{table}}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"artifact": "{table}", "format": "CSV (every statistic)"},
+        ),
+        md=f"{RESULTS}/tables/{{table}}.md",
+        tex=f"{RESULTS}/tables/{{table}}.tex",
     log:
         f"{RESULTS}/logs/report/{{table}}.log",
     benchmark:
@@ -30,7 +37,13 @@ rule figure:
     input:
         unpack(lambda w: plan.artifact_inputs(w.figure)),
     output:
-        multiext(f"{RESULTS}/figures/{{figure}}", ".png", ".pdf"),
+        png=report(
+            f"{RESULTS}/figures/{{figure}}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"artifact": "{figure}"},
+        ),
+        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
     log:
         f"{RESULTS}/logs/report/{{figure}}.log",
     benchmark:
@@ -88,6 +101,8 @@ rule fig4b:
         plan.artifact_outputs("fig4b"),
 
 
+# The reproduction report (paper vs ours, one page); `snakemake --report report.html` is
+# Snakemake's own report of the same run (every table and figure with its caption).
 rule report_html:
     input:
         **plan.report_inputs(),
@@ -112,6 +127,6 @@ rule report_html:
         " --results {params.results} --out {output} > {log} 2>&1"
 
 
-rule report:
+rule reproduction_report:
     input:
         plan.report_output(),

@@ -1,6 +1,6 @@
 """AbdomenCTCT (Learn2Reg release): download, unpack, check, and the paper's split.
 
-Layout of ``AbdomenCTCT.zip`` (DATA.md §1.3)::
+Layout of ``AbdomenCTCT.zip`` (docs/data.md)::
 
     AbdomenCTCT/AbdomenCTCT_dataset.json
     AbdomenCTCT/imagesTr/AbdomenCTCT_0001_0000.nii.gz ... _0030_0000.nii.gz
@@ -27,7 +27,7 @@ from corereg.errors import CoreregError, InputError
 from corereg.io import atomic_dir, load_image, load_labels
 
 NAME = "AbdomenCTCT"
-# BTCV order (DATA.md §1.5), used when the dataset json has no label block
+# BTCV order (docs/data.md), used when the dataset json has no label block
 DEFAULT_LABELS = {1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 5: "esophagus", 6: "liver",
                   7: "stomach", 8: "aorta", 9: "inferior vena cava", 10: "portal vein and splenic vein",
                   11: "pancreas", 12: "right adrenal gland", 13: "left adrenal gland"}  # fmt: skip

@@ -1,6 +1,6 @@
 """RAD-ChestCT (Zenodo 6406114): metadata, longitudinal pairs, npz → NIfTI, resampling.
 
-Facts (DATA.md §2): one ``<NoteAcc_DEID>.npz`` per scan with the single key ``ct``
+Facts (docs/data.md): one ``<NoteAcc_DEID>.npz`` per scan with the single key ``ct``
 (int16 HU, clipped to [-1000, 1000], 0.8 mm isotropic, no spacing stored), axes
 superior→inferior, anterior→posterior, right→left.  The patient of a scan is the
 ``MRN_DEID`` column of ``CT_Scan_Metadata_Complete_35747.csv``; the released scans

@@ -40,7 +40,7 @@ from corereg.errors import CoreregError
 
 CHUNK = (
     64 * 1024
-)  # larger chunks lost a partial chunk on disconnects (notes/SLURM_AND_SNAKEMAKE.md)
+)  # larger chunks lost a partial chunk on disconnects (seen on real cluster file systems)
 
 
 class DownloadError(CoreregError):

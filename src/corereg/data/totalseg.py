@@ -1,6 +1,6 @@
 """TotalSegmentator labels for RAD-ChestCT: the 22 evaluation structures as ids 1-22.
 
-The structures are named here (DATA.md §3.3); their TotalSegmentator ids are read
+The structures are named here (docs/data.md); their TotalSegmentator ids are read
 from the installed package's own class maps (``totalsegmentator.map_to_binary``),
 never retyped:
 

@@ -1,8 +1,8 @@
 """Registration methods behind one interface, and registration of a manifest's test pairs.
 
 A method maps (fixed HU, moving HU) on the same grid to a Learn2Reg field
-(H, W, D, 3) in voxel units of the fixed grid.  New methods register a class in
-``METHODS`` under their ``kind`` (the ``kind`` key of a method in config.yaml).
+(H, W, D, 3) in voxel units of the fixed grid.  The kinds and their classes are
+listed in :mod:`corereg.registration.registry`.
 """
 
 from __future__ import annotations
@@ -17,46 +17,24 @@ import torch
 
 from corereg.device import describe, resolve_device, seed_everything, synchronize
 from corereg.errors import CoreregError, InputError, NotImplementedYet
-from corereg.registration.methods import METHODS, Method
-
-# Method names of config.yaml accepted by `corereg register --method` in place of their kind.
-ALIASES = {"bigalke": "engine", "bigalke_original": "engine", "core": "engine"}
+from corereg.registration.methods import Method
+from corereg.registration.registry import KINDS, WITHOUT_ADAPTER, method_class
 
 
 def make_method(
     kind: str, params: dict, device: torch.device, checkpoint=None, seed: int = 0
 ) -> Method:
-    kind = ALIASES.get(kind, kind)
-    if kind in BASELINES:
-        import importlib
-
-        module, name = BASELINES[kind].split(":")
-        METHODS[kind] = getattr(importlib.import_module(module), name)
-    if kind not in METHODS:
-        if kind in PLANNED:
-            raise NotImplementedYet(f"registration method kind '{kind}' ({PLANNED[kind]})")
-        raise CoreregError(f"unknown method kind '{kind}'; known: {sorted(METHODS)}")
-    cls = METHODS[kind]
+    """A method of registry ``kind`` (see :mod:`corereg.registration.registry`)."""
+    if kind not in KINDS:
+        if kind in WITHOUT_ADAPTER:
+            raise NotImplementedYet(f"registration method kind '{kind}' ({WITHOUT_ADAPTER[kind]})")
+        raise CoreregError(f"unknown method kind '{kind}'; known: {', '.join(KINDS)}")
+    cls = method_class(kind)
     if cls.needs_checkpoint and checkpoint is None:
         raise CoreregError(f"method kind '{kind}' needs --checkpoint (a trained model)")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(checkpoint, "checkpoint file does not exist")
     return cls(params=params, device=device, checkpoint=checkpoint, seed=seed)
-
-
-# Table 1 adapters (corereg.baselines), imported when used.
-BASELINES = {
-    "niftyreg": "corereg.baselines.niftyreg:NiftyReg",
-    "deeds": "corereg.baselines.deeds:Deeds",
-    "voxelmorph": "corereg.baselines.learned:VoxelMorph",
-    "lapirn": "corereg.baselines.learned:LapIRNMethod",
-    "unigradicon": "corereg.baselines.unigradicon:UniGradICON",
-}
-
-# Kinds declared in config.yaml whose adapters come with later issues.
-PLANNED = {
-    "samconvex": "Table 1 baseline adapter",
-}
 
 
 def timed_register(

@@ -1,4 +1,4 @@
-"""Adam instance optimisation of a displacement field (ALGORITHM.md §3)."""
+"""Adam instance optimisation of a displacement field (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The differentiable optimiser H (ALGORITHM.md §2): cost volume, coupled convex
+"""The differentiable optimiser H (docs/method.md): cost volume, coupled convex
 optimisation with soft-argmin, inverse consistency and upsampling.
 
 Displacements inside H are in array order (a0, a1, a2) and 1/8-grid voxels; H

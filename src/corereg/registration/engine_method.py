@@ -1,5 +1,5 @@
 """The trained CoRe / Bigalke engine as a registration method, with the test-time
-protocol of the paper's numbers (ALGORITHM.md §8.3–8.4): H with ICE, two warps,
+protocol of the paper's numbers (docs/method.md, 'Test time'): H with ICE, two warps,
 Adam instance optimisation, and the reg_fac search to an SDlogJ band."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Displacement fields in the engine's convention and conversions to Learn2Reg.
 
-Engine convention (ALGORITHM.md §0): a field is (B, 3, h, w, d) in normalised
+Engine convention (docs/method.md): a field is (B, 3, h, w, d) in normalised
 ``grid_sample`` coordinates with channels (x, y, z) = displacements along array
 axes (a2, a1, a0), identity grid ``affine_grid(eye(3, 4))`` with
 align_corners=False, and ``warp(I, u)(p) = I(p + u(p))``.
@@ -30,7 +30,7 @@ def compose(first: torch.Tensor, second: torch.Tensor, order: str = "code") -> t
 
     ``exact``: u = second + first∘(id + second), what two sequential pulls produce.
     ``code``: u = first + second∘(id + first), the order of the CoRe/Bigalke code
-    (ALGORITHM.md §4.1, discrepancy 9).
+    (docs/method.md, 'Paper and released code').
     """
     if order == "code":
         return first + warp(second, first)

@@ -95,12 +95,3 @@ class ConvexAdam(Method):
             **self.params,
         )
         return np.asarray(disp, dtype=np.float32)
-
-
-from corereg.registration.engine_method import Engine  # noqa: E402
-
-METHODS: dict[str, type[Method]] = {
-    "initial": Initial,
-    "convexadam": ConvexAdam,
-    "engine": Engine,
-}

@@ -1,4 +1,4 @@
-"""Feature extractor G and projection head P (ALGORITHM.md §1), one ``nn.Sequential``.
+"""Feature extractor G and projection head P (docs/method.md), one ``nn.Sequential``.
 
 Modules 0..11 are G (four conv-BN-ReLU blocks, strides 2, 1, 2, 1), 12..15 are
 P (conv-BN-ReLU stride 2, then a 1x1x1 conv to 16 channels).  Named views:

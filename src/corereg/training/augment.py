@@ -1,4 +1,4 @@
-"""Affine augmentation of a training pair and its pseudo-label (ALGORITHM.md §5)."""
+"""Affine augmentation of a training pair and its pseudo-label (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The equivariance contrastive loss of CoRe (ALGORITHM.md §6).
+"""The equivariance contrastive loss of CoRe (docs/method.md).
 
 View A: G's raw 4th-convolution output of a transformed image; view B: the
 original image's features transformed the same way at feature resolution.

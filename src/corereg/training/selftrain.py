@@ -1,4 +1,4 @@
-"""Cyclical self-training with refined pseudo-labels (ALGORITHM.md §4, §5, §7).
+"""Cyclical self-training with refined pseudo-labels (docs/method.md).
 
 Stage 0: a random network produces pseudo-labels (H with ICE, double warp, Adam)
 and difficulty weights; the network is then re-initialised.  Each of M stages
