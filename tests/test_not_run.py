@@ -46,7 +46,7 @@ def test_absent_tool_reaches_the_table_with_its_reason(tmp_path):
     proc = cli("register", "--method", "voxelmorph", "--manifest", data, "--out-dir", fields, "--checkpoint",
                model / "final.pt", "--if-missing", "report", shim=shim.parent)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in fields.iterdir()) == ["not_run.json"]
+    assert sorted(p.name for p in fields.iterdir()) == [".corereg-output", "not_run.json"]
     ev = json.dumps({"dataset": "abd", "method": "voxelmorph", "variant": "default", "seed": 0})
     proc = cli("evaluate", "--manifest", data, "--fields", fields, "--spec", ev, "--out-structures",
                tmp_path / "s.csv", "--out-pairs", tmp_path / "p.csv", shim=shim.parent)  # fmt: skip

@@ -168,8 +168,22 @@ def cmd_train(a) -> None:
 def cmd_register(a) -> None:
     from corereg.data.manifest import load_manifest
     from corereg.device import describe, resolve_device, set_threads
-    from corereg.io import atomic_dir, load_image, save_field, write_csv, write_json
-    from corereg.registration import check_pair, make_method, register_manifest, timed_register
+    from corereg.errors import InputError
+    from corereg.io import (
+        atomic_dir,
+        check_replaceable,
+        load_image,
+        save_field,
+        write_csv,
+        write_json,
+    )
+    from corereg.registration import (
+        check_field,
+        check_pair,
+        make_method,
+        register_manifest,
+        timed_register,
+    )
 
     set_threads(a.threads)
     device = resolve_device(a.device)
@@ -184,6 +198,7 @@ def cmd_register(a) -> None:
         not_run.write_fields(a.out_dir, a.method, exc.reason)
         return
     if a.manifest:
+        check_replaceable(a.out_dir)  # before hours of registration, not after
         manifest = load_manifest(a.manifest)
         with atomic_dir(a.out_dir) as tmp:
             timing = register_manifest(manifest, method, tmp, split=a.split)
@@ -196,10 +211,15 @@ def cmd_register(a) -> None:
         raise CoreregError(
             "give --fixed, --moving and --out (one pair) or --manifest and --out-dir"
         )
+    if Path(a.out).is_dir():
+        raise InputError(
+            a.out, "is a folder; give the field's file name, e.g. disp_0001_0002.nii.gz"
+        )
     fixed, affine = load_image(a.fixed)
-    moving, _ = load_image(a.moving)
-    check_pair(a.fixed, fixed, a.moving, moving)
+    moving, moving_affine = load_image(a.moving)
+    check_pair(a.fixed, fixed, a.moving, moving, affine, moving_affine)
     disp, secs = timed_register(method, fixed, moving)
+    check_field(f"{a.method}, pair {a.fixed} <- {a.moving}", disp, fixed.shape)
     save_field(a.out, disp, affine)
     print(json.dumps({"out": a.out, "seconds": round(secs, 4), "device": describe(device)}))
 
@@ -214,10 +234,21 @@ def cmd_evaluate(a) -> None:
 
 
 # ----------------------------------------------------------------------------- outputs
+def _manifests(items) -> dict[str, str]:
+    """DATASET=PATH arguments -> {dataset: prepared folder}."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise CoreregError(f"--manifests takes DATASET=PATH, not '{item}'")
+        ds, path = item.split("=", 1)
+        out[ds] = path
+    return out
+
+
 def cmd_table(a) -> None:
     from corereg.report.tables import write_table
 
-    table = write_table(_spec(a.spec), a.metrics, a.out)
+    table = write_table(_spec(a.spec), a.metrics, a.out, _manifests(a.manifests))
     print(table[["row", "dataset", "status"]].to_string(index=False))
 
 
@@ -226,7 +257,7 @@ def cmd_figure(a) -> None:
 
     spec = _spec(a.spec)
     if a.which == "fig4a":
-        figures.fig4a(spec, a.metrics, a.out)
+        figures.fig4a(spec, a.metrics, a.out, _manifests(a.manifests))
     elif a.which == "fig4b":
         logs = {}
         for item in a.logs or []:
@@ -405,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True,
                    help=SPEC_HELP + " (rows, datasets, paper values, reference row)")  # fmt: skip
     s.add_argument("--metrics", nargs="*", default=[], help="the runs' pairs.csv files")
+    s.add_argument("--manifests", nargs="*", default=[],
+                   help="DATASET=PATH of each prepared dataset: every run must score its test pairs")  # fmt: skip
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/tables/table1")
     s.set_defaults(func=cmd_table)
 
@@ -412,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("which", choices=["fig3", "fig4a", "fig4b"], help="which figure")
     s.add_argument("--spec", required=True, help=SPEC_HELP + " (rows, datasets, paper values)")
     s.add_argument("--metrics", nargs="*", default=[], help="fig4a: the runs' pairs.csv files")
+    s.add_argument("--manifests", nargs="*", default=[],
+                   help="fig4a: DATASET=PATH of each prepared dataset (its test pairs)")  # fmt: skip
     s.add_argument("--logs", nargs="*", default=[], help="fig4b: LABEL=train_log.csv, one per run")
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/figures/fig4a")
     s.set_defaults(func=cmd_figure)

@@ -28,11 +28,36 @@ def _umask() -> int:
     return mask
 
 
+MARKER = ".corereg-output"  # in every folder a step writes: such a folder may be replaced
+
+
+def remove_stale_parts(path: Path) -> None:
+    """Delete the temporary ``.<name>.*.part*`` siblings a killed step left behind."""
+    for stale in path.parent.glob(f".{path.name}.*.part*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _parent_folder(path: Path) -> None:
+    """Create ``path``'s parent folder, or say in one line why it cannot be made."""
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(parent, f"is a file, so {path} cannot be written below it")
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(path, "is a folder; give the name of a file to write")
+    _parent_folder(path)
+    remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -46,14 +71,32 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse to replace a file, or a non-empty folder that no corereg step wrote."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "is a file; give a folder to write into")
+    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
+        raise InputError(path, "folder exists and holds files corereg did not write; "
+                               "give a new or empty folder (nothing was changed)")  # fmt: skip
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder next to ``path``; move it onto ``path`` on success."""
+    """Yield a temporary folder next to ``path``; move it onto ``path`` on success.
+
+    The folder is marked as corereg's; an existing folder without that mark (a user's)
+    is never replaced.  Temporary folders of killed earlier runs are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(path)
+    _parent_folder(path)
+    remove_stale_parts(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        (tmp / MARKER).write_text(
+            "written by corereg; this folder is replaced when its step reruns\n"
+        )
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if path.exists():
             shutil.rmtree(path)
@@ -80,6 +123,8 @@ def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
 
 def _load(path) -> nib.Nifti1Image:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a NIfTI file")
     if not path.is_file():
         raise InputError(path, "file does not exist")
     try:

@@ -44,6 +44,12 @@ class Plan:
 
     # ------------------------------------------------------------------ checks
     def _check(self) -> None:
+        for key in ("results", "data_root"):
+            for parent in [Path(self.cfg[key]), *Path(self.cfg[key]).parents]:
+                if parent.exists() and not parent.is_dir():
+                    raise CoreregError(
+                        f"config: {key} '{self.cfg[key]}' lies below {parent}, which is a file"
+                    )
         for name, art in self.cfg["artifacts"].items():
             for ds in art["datasets"]:
                 if ds not in self.cfg["datasets"]:
@@ -387,7 +393,14 @@ class Plan:
             datasets = self.cfg["artifacts"][artifact]["datasets"]
             return {"fields": [self.fields(r) for r in runs if r.seed == self.seeds_for(r.method)[0]],
                     "data": [self.prepared(d) for d in datasets]}  # fmt: skip
-        return {"metrics": [self.pair_metrics(r) for r in runs]}
+        datasets = self.cfg["artifacts"][artifact]["datasets"]
+        return {"metrics": [self.pair_metrics(r) for r in runs],
+                "data": [self.prepared(d) for d in datasets]}  # fmt: skip
+
+    def manifest_args(self, artifact: str) -> str:
+        """``--manifests DATASET=PATH ...`` of an artifact's datasets (their test pairs)."""
+        items = [f"{d}={self.prepared(d)}" for d in self.cfg["artifacts"][artifact]["datasets"]]
+        return "--manifests " + " ".join(shlex.quote(i) for i in items)
 
     def fig4b_logs(self, artifact: str = "fig4b") -> list[str]:
         """LABEL=path arguments for ``corereg figure fig4b``."""

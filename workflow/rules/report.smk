@@ -3,7 +3,7 @@
 
 rule table:
     input:
-        metrics=lambda w: plan.artifact_inputs(w.table)["metrics"],
+        unpack(lambda w: plan.artifact_inputs(w.table)),
     output:
         csv=report(
             f"{RESULTS}/tables/{{table}}.csv",
@@ -29,8 +29,10 @@ rule table:
     params:
         spec=lambda w: plan.quote(plan.artifact_spec(w.table)),
         prefix=lambda w: f"{RESULTS}/tables/{w.table}",
+        manifests=lambda w: plan.manifest_args(w.table),
     shell:
-        "python -m corereg table --spec {params.spec} --metrics {input.metrics} --out {params.prefix} > {log} 2>&1"
+        "python -m corereg table --spec {params.spec} --metrics {input.metrics} {params.manifests}"
+        " --out {params.prefix} > {log} 2>&1"
 
 
 rule figure:
@@ -61,7 +63,9 @@ rule figure:
         spec=lambda w: plan.quote(plan.artifact_spec(w.figure)),
         prefix=lambda w: f"{RESULTS}/figures/{w.figure}",
         metrics=lambda w, input: (
-            "--metrics " + " ".join(input.metrics) if "metrics" in input.keys() else ""
+            "--metrics " + " ".join(input.metrics) + " " + plan.manifest_args(w.figure)
+            if "metrics" in input.keys()
+            else ""
         ),
         logs=lambda w: (
             "--logs " + " ".join(plan.fig4b_logs()) if w.figure == "fig4b" else ""

@@ -34,7 +34,9 @@ def make_method(
         raise CoreregError(f"method kind '{kind}' needs --checkpoint (a trained model)")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(checkpoint, "checkpoint file does not exist")
-    return cls(params=params, device=device, checkpoint=checkpoint, seed=seed)
+    method = cls(params=params, device=device, checkpoint=checkpoint, seed=seed)
+    method.kind = kind
+    return method
 
 
 def timed_register(
@@ -47,12 +49,54 @@ def timed_register(
     return disp, time.perf_counter() - t0
 
 
-def check_pair(fixed_path, fixed, moving_path, moving) -> None:
+def check_pair(
+    fixed_path, fixed, moving_path, moving, fixed_affine=None, moving_affine=None
+) -> None:
+    """Refuse a pair that cannot be registered in voxel space: different shapes, voxel
+    spacings or axis orientations, or a constant image.  A different origin is normal
+    for inter-patient pairs (the Learn2Reg convention) and allowed."""
+    import nibabel as nib
+
+    from corereg.io import SPACING_TOL, spacing_of
+
     if fixed.shape != moving.shape:
         raise InputError(
             moving_path,
             f"shape {moving.shape} differs from the fixed image {fixed_path} {fixed.shape}",
         )
+    if fixed_affine is not None and moving_affine is not None:
+        sf, sm = spacing_of(fixed_affine), spacing_of(moving_affine)
+        if any(abs(a - b) > SPACING_TOL * max(1.0, b) for a, b in zip(sm, sf, strict=True)):
+            raise InputError(moving_path, f"voxel spacing {tuple(round(v, 4) for v in sm)} mm differs "
+                                          f"from the fixed image's {tuple(round(v, 4) for v in sf)} mm; "
+                                          "resample both to one grid first")  # fmt: skip
+        of, om = nib.aff2axcodes(fixed_affine), nib.aff2axcodes(moving_affine)
+        if of != om:
+            raise InputError(moving_path, f"axis orientation {''.join(om)} differs from the fixed "
+                                          f"image's {''.join(of)}; reorient both to one orientation first")  # fmt: skip
+    for path, img in ((fixed_path, fixed), (moving_path, moving)):
+        check_not_constant(path, img)
+
+
+def check_not_constant(path, image: np.ndarray) -> None:
+    lo, hi = float(image.min()), float(image.max())
+    if lo == hi:
+        raise InputError(
+            path, f"image is constant (every voxel {lo:g}): there is nothing to register"
+        )
+
+
+def check_field(where: str, disp: np.ndarray, shape) -> np.ndarray:
+    """A method's field before it is written: (H, W, D, 3) on the fixed grid, finite."""
+    disp = np.asarray(disp)
+    if disp.shape != (*tuple(shape), 3):
+        raise CoreregError(f"{where}: the method returned a field of shape {disp.shape}, "
+                           f"not {(*tuple(shape), 3)}; nothing was written")  # fmt: skip
+    bad = int((~np.isfinite(disp)).sum())
+    if bad:
+        raise CoreregError(f"{where}: the method returned a field with {bad} NaN or infinite "
+                           "values; nothing was written")  # fmt: skip
+    return disp
 
 
 def register_manifest(
@@ -71,9 +115,13 @@ def register_manifest(
     def load(p):
         fixed, affine = image(p["fixed"])
         moving, _ = image(p["moving"])
+        check_not_constant(manifest.image_path(p["fixed"]), fixed)
+        check_not_constant(manifest.image_path(p["moving"]), moving)
         return fixed.copy(), moving.copy(), affine  # copies: a method may write into its inputs
 
     def save(p, disp, affine):
+        where = f"{method.kind}, pair {p['fixed']} <- {p['moving']}"
+        check_field(where, disp, manifest.shape)
         save_field(out_dir / field_name(p["fixed"], p["moving"]), disp, affine)
 
     seed_everything(method.seed)
@@ -82,8 +130,9 @@ def register_manifest(
 
 
 __all__ = [
-    "METHODS",
     "Method",
+    "check_field",
+    "check_pair",
     "make_method",
     "register_manifest",
     "resolve_device",

@@ -22,6 +22,7 @@ class Method:
     """One registration method: ``register(fixed, moving) -> (H, W, D, 3)`` voxel field."""
 
     needs_checkpoint: ClassVar[bool] = False
+    kind: str = "method"  # the registry kind (set by make_method)
     # External CPU tools (NiftyReg, DEEDs) get no untimed CUDA warm-up pair.
     uses_cuda: ClassVar[bool] = True
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from corereg.io import atomic_path
-from corereg.report.tables import load_pair_metrics
+from corereg.report.tables import expected_pairs, load_pair_metrics
 
 
 def _save(fig, out_prefix) -> None:
@@ -27,9 +27,9 @@ def _not_run(ax, text="not run", y=0.5):
     ax.text(0.5, y, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
-def fig4a(spec: dict, pair_csvs, out_prefix) -> pd.DataFrame:
+def fig4a(spec: dict, pair_csvs, out_prefix, manifests: dict | None = None) -> pd.DataFrame:
     """Dice vs the contrastive weight alpha, one panel per dataset, paper values as markers."""
-    df = load_pair_metrics(pair_csvs)
+    df = load_pair_metrics(pair_csvs, expected_pairs(manifests or {}))
     dss = spec["datasets"]
     fig, axes = plt.subplots(1, len(dss), figsize=(4.5 * len(dss), 3.4), squeeze=False)
     rows = []

@@ -38,11 +38,72 @@ SDLOGJ_NAMES = {"sdlogj_l2r": "L2R", "sdlogj_code": "code", "sdlogj_std": "std"}
 DICE_AGGREGATES = ("pooled", "pair_mean")
 
 
-def load_pair_metrics(paths) -> pd.DataFrame:
-    frames = [pd.read_csv(p, dtype={"fixed": str, "moving": str}) for p in paths]
+PAIR_COLUMNS = {"fixed": str, "moving": str, "dice": float, "n_structures": float, "hd95": float,
+                "sdlogj_l2r": float, "sdlogj_code": float, "seconds": float, "device": str}  # fmt: skip
+
+
+def _read_pairs_csv(path) -> pd.DataFrame:
+    """One run's pairs.csv, checked: its columns, their types and one row per pair."""
+    from corereg.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file does not exist (rerun the evaluate step)")
+    try:
+        df = pd.read_csv(path, dtype={"fixed": str, "moving": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not a readable CSV ({exc.__class__.__name__}); delete it and "
+                               "rerun: Snakemake rebuilds it") from exc  # fmt: skip
+    missing = [c for c in [*KEY, "seed"] if c not in df.columns]
+    if missing or df.empty:
+        raise InputError(path, f"not a metrics table (missing columns {missing or 'rows'}); "
+                               "delete it and rerun")  # fmt: skip
+    if "not_run" in df.columns and df.not_run.notna().any():
+        return df  # a method whose tool is absent: one row with the reason
+    missing = [c for c in PAIR_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(path, f"missing columns {missing}; delete it and rerun")
+    for col, kind in PAIR_COLUMNS.items():
+        if kind is float and not pd.api.types.is_numeric_dtype(df[col]):
+            raise InputError(path, f"column '{col}' holds non-numeric values; delete it and rerun")
+    if not df.dice.dropna().between(0.0, 1.0).all():
+        raise InputError(path, "column 'dice' holds values outside [0, 1]; delete it and rerun")
+    if df.duplicated(["dataset", "seed", "fixed", "moving"]).any():
+        raise InputError(path, "a test pair appears twice; delete it and rerun")
+    return df
+
+
+def load_pair_metrics(paths, expected: dict | None = None) -> pd.DataFrame:
+    """Every run's pairs.csv, checked; ``expected`` maps a dataset to its manifest's test
+    pairs ('fixed_moving'), which every run of that dataset must have scored exactly."""
+    from corereg.errors import InputError
+
+    frames = []
+    for path in paths:
+        df = _read_pairs_csv(path)
+        scored = "not_run" not in df.columns or df.not_run.isna().all()
+        for ds, sub in df.groupby("dataset"):
+            if scored and expected and ds in expected:
+                got = set(sub.fixed + "_" + sub.moving)
+                want = set(expected[ds])
+                if got != want:
+                    raise InputError(path, f"scores {len(got)} pairs, the manifest of {ds} has "
+                                           f"{len(want)} test pairs ({len(want - got)} missing, "
+                                           f"{len(got - want)} not in it); delete it and rerun")  # fmt: skip
+        frames.append(df)
     if not frames:
         return pd.DataFrame(columns=[*KEY, "seed", "fixed", "moving", "dice"])
     return pd.concat(frames, ignore_index=True)
+
+
+def expected_pairs(manifests: dict[str, str]) -> dict[str, set[str]]:
+    """dataset -> the 'fixed_moving' ids of its manifest's test pairs."""
+    from corereg.data.manifest import load_manifest
+
+    return {
+        ds: {f"{p['fixed']}_{p['moving']}" for p in load_manifest(path).pairs("test")}
+        for ds, path in manifests.items()
+    }
 
 
 def per_pair(df: pd.DataFrame, dataset, method, variant, column="dice") -> pd.Series:
@@ -338,8 +399,8 @@ def to_latex(spec: dict, table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_table(spec: dict, pair_csvs, out_prefix) -> pd.DataFrame:
-    df = load_pair_metrics(pair_csvs)
+def write_table(spec: dict, pair_csvs, out_prefix, manifests: dict | None = None) -> pd.DataFrame:
+    df = load_pair_metrics(pair_csvs, expected_pairs(manifests or {}))
     table = build_table(spec, df)
     out_prefix = Path(out_prefix)
     write_csv(out_prefix.with_suffix(".csv"), table)
