@@ -266,3 +266,18 @@ def test_data_root_below_a_file_and_a_missing_preset(tmp_path):
     proc = run_cli("plan", "--configfile", tmp_path / "nope.yaml")
     one_line_error(proc, "nope.yaml: configuration file does not exist")
     assert (ROOT / "config.yaml").is_file()
+
+
+def test_labels_in_another_orientation_than_their_image(prepared, tmp_path):
+    bad = tmp_path / "prepared"
+    shutil.copytree(prepared, bad)
+    m = load_manifest(bad)
+    case = m.pairs("test")[0]["fixed"]
+    lab = nib.load(str(m.label_path(case)))
+    flipped = lab.affine.copy()
+    flipped[0, 0] *= -1
+    nifti(m.label_path(case), np.asarray(lab.dataobj).astype(np.uint8), affine=flipped)
+    from corereg.errors import InputError
+
+    with pytest.raises(InputError, match=r"axis orientation .* differs from its image's"):
+        load_manifest(bad).load_labels(case)

@@ -89,3 +89,38 @@ def test_every_verb_and_option_has_help_text():
     assert "``" not in top and all(v in top for v in verbs)
     register = verbs["register"].format_help()
     assert all(kind in register for kind in KINDS)
+
+
+def test_plan_runs_outside_the_checkout_and_the_wheel_carries_the_schema(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    env_cwd = tmp_path / "elsewhere"
+    env_cwd.mkdir()
+    out = subprocess.run([sys.executable, "-m", "corereg", "plan", "--config", str(ROOT / "config.yaml")],
+                         cwd=env_cwd, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0 and "corereg plan:" in out.stdout, out.stderr
+    missing = subprocess.run([sys.executable, "-m", "corereg", "plan"], cwd=env_cwd,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert missing.returncode == 1 and "give --config PATH" in missing.stderr
+    import shutil
+
+    tree = tmp_path / "tree"  # a copy: building writes build/ beside the sources
+    tree.mkdir()
+    for part in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / part, tree / part)
+    shutil.copytree(
+        ROOT / "src",
+        tree / "src",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"),
+    )
+    shutil.copytree(ROOT / "workflow" / "schemas", tree / "workflow" / "schemas")
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheel_dir), str(tree)], check=True, capture_output=True, timeout=600)  # fmt: skip
+    (wheel,) = wheel_dir.glob("corereg-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        schema = zf.read("corereg/config.schema.yaml").decode()
+    assert schema == (ROOT / "workflow/schemas/config.schema.yaml").read_text()

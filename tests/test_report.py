@@ -96,3 +96,25 @@ def test_plan_counts_match_the_dry_run_and_the_estimate_prints(tmp_path):
     bad.write_text("engine: {cl_views: sideways}\n")
     out = run_cli("plan", "--configfile", bad)
     assert out.returncode == 1 and out.stderr.strip().startswith("error: config: engine.cl_views")
+
+
+def test_snakemakes_own_report_holds_every_table_and_figure_with_its_caption(tiny_run, tmp_path):
+    import zipfile
+
+    from conftest import run_snakemake
+
+    out = tmp_path / "report.zip"
+    run_snakemake("--report", str(out), "--profile", "profiles/demo", "--configfile",
+                  "workflow/presets/tiny.yaml", "--config", f"results={tiny_run}/results",
+                  f"data_root={tiny_run}/data")  # fmt: skip
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        text = "\n".join(
+            zf.read(n).decode("utf-8", "replace")
+            for n in names
+            if n.endswith((".html", ".js", ".json"))
+        )
+    for name in ("table1.csv", "table2.csv", "table3.csv", "fig3.png", "fig4a.png", "fig4b.png"):
+        assert any(n.endswith(name) for n in names), name
+    assert "of the paper, reproduced" in text  # the captions of workflow/report/
+    assert "Tables" in text and "Figures" in text  # the categories

@@ -101,7 +101,19 @@ class Manifest:
         return load_image(self.image_path(case_id), self.shape, self.spacing)
 
     def load_labels(self, case_id: str) -> np.ndarray:
-        data, _ = load_labels(self.label_path(case_id), self.shape, self.spacing, self.labels)
+        """The case's labels, checked against the dataset's grid and against its image's
+        axis orientation (labels on another grid than their image are refused)."""
+        import nibabel as nib
+
+        path = self.label_path(case_id)
+        data, affine = load_labels(path, self.shape, self.spacing, self.labels)
+        image = self.image_path(case_id)
+        if not image.is_file():
+            return data  # loading the image names the problem
+        image_axes = nib.aff2axcodes(nib.load(str(image)).affine)
+        if nib.aff2axcodes(affine) != image_axes:
+            raise InputError(path, f"axis orientation {''.join(nib.aff2axcodes(affine))} differs "
+                                   f"from its image's {''.join(image_axes)}")  # fmt: skip
         return data
 
 
