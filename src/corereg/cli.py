@@ -278,6 +278,19 @@ def cmd_plan(a) -> None:
     print(render(Plan(config.load(a.config, a.configfile))))
 
 
+def cmd_claims(a) -> None:
+    from corereg.report.claims import write_claims
+
+    logs: dict[str, list[str]] = {}
+    for item in a.logs or []:
+        label, path = item.split("=", 1)
+        logs.setdefault(label, []).append(path)
+    table = write_claims(
+        _spec(a.spec), a.metrics, a.structures, logs, _manifests(a.manifests), a.out_dir
+    )
+    print(table[["id", "dataset", "verdict"]].to_string(index=False))
+
+
 def cmd_config_doc(a) -> None:
     from corereg.config_doc import load_schema, render
     from corereg.io import atomic_path
@@ -294,7 +307,7 @@ def cmd_config_doc(a) -> None:
 def cmd_report(a) -> None:
     from corereg.report.html import build_report
 
-    out = build_report(_spec(a.spec), a.tables, a.figures, a.results, a.out)
+    out = build_report(_spec(a.spec), a.tables, a.figures, a.results, a.out, a.claims)
     print(f"[report] wrote {out}")
 
 
@@ -451,6 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/figures/fig4a")
     s.set_defaults(func=cmd_figure)
 
+    s = verb("claims", "check the paper's claims one by one against this run's numbers")
+    s.add_argument("--spec", required=True,
+                   help=SPEC_HELP + " (the claims of workflow/claims.yaml and the artifacts' rows)")  # fmt: skip
+    s.add_argument("--metrics", nargs="*", default=[], help="the runs' pairs.csv files")
+    s.add_argument("--structures", nargs="*", default=[],
+                   help="structures.csv of the two runs compared per structure")  # fmt: skip
+    s.add_argument(
+        "--logs", nargs="*", default=[], help="LABEL=train_log.csv of the Figure 4b runs"
+    )
+    s.add_argument("--manifests", nargs="*", default=[],
+                   help="DATASET=PATH of each prepared dataset (its test pairs)")  # fmt: skip
+    s.add_argument("--out-dir", required=True, help="folder for claims.md/.csv and per_structure.*")
+    s.set_defaults(func=cmd_claims)
+
     s = verb("plan", "jobs per rule, GPU-hours and disk of a configuration (before a run)")
     s.add_argument("--config", help="configuration file (default: ./config.yaml)")
     s.add_argument("--configfile", nargs="*", default=[],
@@ -477,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tables", nargs="+", required=True, help="the tables' .md files")
     s.add_argument("--figures", nargs="*", default=[], help="the figures' .png files")
     s.add_argument("--results", required=True, help="results folder (benchmarks/, metrics/)")
+    s.add_argument("--claims", help="claims.md of the claims step (a section of the page)")
     s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
     return p

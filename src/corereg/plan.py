@@ -252,15 +252,78 @@ class Plan:
     def all_targets(self) -> list[str]:
         return [
             *(p for a in (*TABLES, *FIGURES) for p in self.artifact_outputs(a)),
+            *self.claims_outputs(),
             self.report_output(),
         ]
+
+    # ------------------------------------------------------------------ claims
+    CLAIM_ARTIFACTS = ("table1", "table2", "table3", "fig4a", "fig4b")
+
+    def claims_outputs(self) -> list[str]:
+        return [f"{self.results}/claims/{n}" for n in
+                ("claims.md", "claims.csv", "per_structure.csv", "per_structure.png")]  # fmt: skip
+
+    def claims_inputs(self) -> dict[str, list[str]]:
+        runs = list(dict.fromkeys(r for a in self.CLAIM_ARTIFACTS for r in self.runs(a)))
+        ref, other = self._structure_rows()
+        structure_runs = [r for r in self.runs("table1")
+                          if (r.method, r.variant) in {(ref["method"], ref["variant"]),
+                                                       (other["method"], other["variant"])}]  # fmt: skip
+        datasets = sorted(
+            {d for a in self.CLAIM_ARTIFACTS for d in self.cfg["artifacts"][a]["datasets"]}
+        )
+        return {
+            "metrics": [self.pair_metrics(r) for r in runs],
+            "structures": [self.structure_metrics(r) for r in structure_runs],
+            "logs": [self.train_log(r) for r in self.runs("fig4b") if self.trainable(r.method)],
+            "data": [self.prepared(d) for d in datasets],
+        }
+
+    def _structure_rows(self) -> tuple[dict, dict]:
+        """Per-structure change: Table 1's reference row against the first row of Table 2
+        (CoRe against registration-only training)."""
+        ref = {"variant": "default", **self.cfg["artifacts"]["table1"]["reference"]}
+        other = self.rows("table2")[0]
+        return ref, other
+
+    def claims_spec(self, claims_file: str) -> dict:
+        import yaml
+
+        claims = yaml.safe_load(Path(claims_file).read_text())["claims"]
+        artifacts = {a: self.artifact_spec(a) for a in self.CLAIM_ARTIFACTS}
+        for r in artifacts["fig4a"]["rows"]:  # alpha rows share the method's label
+            r["label"] = f"{r['label']} α={r['alpha']:g}"
+        ref, other = self._structure_rows()
+        eng = self.cfg.get("engine", {})
+        iters = int(eng.get("stages", 0)) * int(eng.get("iters_per_stage", 0))
+        synthetic = any(d["synthetic"] for a in artifacts.values() for d in a["datasets"])
+        scale = (f"This run: {len(self.cfg['seeds'])} seed(s), {iters} training iterations of the "
+                 "engine (the paper: 8000)" + (", synthetic phantoms instead of CT: verdicts say what "
+                 "the pipeline's numbers show at this scale, not whether the paper's CT result holds"
+                 if synthetic else "") + ".")  # fmt: skip
+        return {
+            "claims": claims,
+            "artifacts": artifacts,
+            "scale": scale,
+            "per_structure": {
+                "row": ref,
+                "other": other,
+                "row_label": self.method(ref["method"])["label"],
+                "other_label": other["label"],
+                "datasets": self._datasets("table1"),
+            },
+        }
+
+    def structure_metrics(self, run: Run) -> str:
+        return f"{self.run_dir('metrics', run)}/structures.csv"
 
     def report_output(self) -> str:
         return f"{self.results}/report/index.html"
 
     def report_inputs(self) -> dict[str, list[str]]:
         return {"tables": [f"{self.results}/tables/{t}.md" for t in TABLES],
-                "figures": [f"{self.results}/figures/{f}.png" for f in FIGURES]}  # fmt: skip
+                "figures": [f"{self.results}/figures/{f}.png" for f in FIGURES],
+                "claims": [self.claims_outputs()[0]]}  # fmt: skip
 
     def report_spec(self) -> dict:
         used = {ds for art in self.cfg["artifacts"].values() for ds in art["datasets"]}
@@ -399,7 +462,12 @@ class Plan:
 
     def manifest_args(self, artifact: str) -> str:
         """``--manifests DATASET=PATH ...`` of an artifact's datasets (their test pairs)."""
-        items = [f"{d}={self.prepared(d)}" for d in self.cfg["artifacts"][artifact]["datasets"]]
+        return self.manifest_args_for(
+            [self.prepared(d) for d in self.cfg["artifacts"][artifact]["datasets"]]
+        )
+
+    def manifest_args_for(self, prepared: list[str]) -> str:
+        items = [f"{Path(p).parent.name}={p}" for p in prepared]
         return "--manifests " + " ".join(shlex.quote(i) for i in items)
 
     def fig4b_logs(self, artifact: str = "fig4b") -> list[str]:

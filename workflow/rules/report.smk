@@ -105,6 +105,46 @@ rule fig4b:
         plan.artifact_outputs("fig4b"),
 
 
+# The paper's claims, one by one, with evidence and verdicts (workflow/claims.yaml).
+rule claims:
+    input:
+        unpack(lambda w: plan.claims_inputs()),
+        claims="workflow/claims.yaml",
+    output:
+        md=report(
+            f"{RESULTS}/claims/claims.md",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+        csv=f"{RESULTS}/claims/claims.csv",
+        structures=f"{RESULTS}/claims/per_structure.csv",
+        png=report(
+            f"{RESULTS}/claims/per_structure.png",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+    log:
+        f"{RESULTS}/logs/report/claims.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/claims.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: res("report", "threads")
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    params:
+        spec=lambda w, input: plan.quote(plan.claims_spec(input.claims)),
+        logs=lambda w: " ".join(plan.fig4b_logs()),
+        manifests=lambda w: plan.manifest_args_for(plan.claims_inputs()["data"]),
+        out=lambda w, output: os.path.dirname(output.md),
+    shell:
+        "python -m corereg claims --spec {params.spec} --metrics {input.metrics}"
+        " --structures {input.structures} --logs {params.logs} {params.manifests}"
+        " --out-dir {params.out} > {log} 2>&1"
+
+
 # The reproduction report (paper vs ours, one page); `snakemake --report report.html` is
 # Snakemake's own report of the same run (every table and figure with its caption).
 rule report_html:
@@ -128,6 +168,7 @@ rule report_html:
         results=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
     shell:
         "python -m corereg report --spec {params.spec} --tables {input.tables} --figures {input.figures}"
+        " --claims {input.claims}"
         " --results {params.results} --out {output} > {log} 2>&1"
 
 

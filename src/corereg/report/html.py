@@ -229,7 +229,8 @@ def _switches(spec: dict) -> str:
     return "\n".join(parts)
 
 
-def build_report(spec: dict, tables: list[str], figures: list[str], results: str, out: str) -> Path:
+def build_report(spec: dict, tables: list[str], figures: list[str], results: str, out: str,
+                 claims: str | None = None) -> Path:  # fmt: skip
     results_dir = Path(results)
     body = [f"<h1>{html.escape(spec.get('title', 'CoRe reproduction report'))}</h1>",
             f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M:%S %Z")} from <code>{html.escape(results)}</code>. '
@@ -256,6 +257,14 @@ def build_report(spec: dict, tables: list[str], figures: list[str], results: str
         sections.append(f'<section id="{path.stem}"><h2>{html.escape(title)}</h2><figure>'
                         f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{html.escape(path.name)}</figcaption></figure></section>")  # fmt: skip
+    if claims:
+        path = Path(claims)
+        if not path.is_file():
+            raise InputError(path, "claims missing (the claims step writes it)")
+        nav.append('<a href="#claims">claims</a>')
+        sections.insert(
+            0, f'<section id="claims">{markdown_tables_to_html(path.read_text())}</section>'
+        )
     nav += ['<a href="#regularity">regularity</a>', '<a href="#switches">fidelity switches</a>',
             '<a href="#compute">compute</a></nav>']  # fmt: skip
     seeds = spec.get("seeds", [])
