@@ -309,7 +309,7 @@ class Plan:
                 "row": ref,
                 "other": other,
                 "row_label": self.method(ref["method"])["label"],
-                "other_label": other["label"],
+                "other_label": self.method(other["method"])["label"],
                 "datasets": self._datasets("table1"),
             },
         }

@@ -236,12 +236,21 @@ def _one(claim, art, rows, ds, df, logs, cache):
         def get(r):
             return table.loc[(key, r["label"])] if (key, r["label"]) in table.index else None
 
-        missing = [r["label"] for r in mes + others if get(r) is None or get(r).status != "ok"]
-        if missing:
-            return UNTESTABLE, f"{', '.join(missing)} did not run", {}
+        def ran(r):
+            return get(r) is not None and get(r).status == "ok"
+
+        absent = [r["label"] for r in mes if not ran(r)]
+        if absent:
+            return UNTESTABLE, f"{', '.join(absent)} did not run", {}
+        skipped = [r["label"] for r in others if not ran(r)]
+        others = [r for r in others if ran(r)]
+        if not others:
+            return UNTESTABLE, f"{', '.join(skipped)} did not run", {}
         ev = "; ".join(
             f"{r['label']} {get(r).t_inf:.2f} s, Dice {get(r).dice_mean:.1f}" for r in mes + others
         )
+        if skipped:
+            ev += f"; not run, so not compared: {', '.join(skipped)}"
         devices = {get(r).device for r in mes + others}
         ev += f" (devices: {', '.join(sorted(devices))})"
         if kind == "slower":

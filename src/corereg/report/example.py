@@ -34,10 +34,11 @@ NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
 def update(demo: Path, example: Path) -> list[Path]:
-    """Copy the demo's tables (Markdown) and figures (PNG) into ``example``."""
+    """Copy the demo's tables (Markdown), figures (PNG) and claims into ``example``."""
     demo, example = Path(demo), Path(example)
     sources = [demo / "tables" / f"{t}.md" for t in TABLES]
     sources += [demo / "figures" / f"{f}.png" for f in FIGURES]
+    sources += [demo / "claims" / "claims.md", demo / "claims" / "per_structure.png"]
     missing = [str(s) for s in sources if not s.is_file()]
     if missing:
         raise CoreregError(f"the demo has not written {', '.join(missing)}; run `make demo` first")
