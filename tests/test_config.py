@@ -204,3 +204,23 @@ def test_every_rule_declares_log_benchmark_resources_and_env():
             "python -m corereg",
         ):
             assert key in b, f"rule {name} lacks {key}"
+
+
+def test_cpu_isa_pins_one_instruction_set_for_every_torch_step():
+    import subprocess
+    import sys
+
+    from corereg.config import cpu_isa_env
+
+    assert cpu_isa_env("native") == {}
+    env = cpu_isa_env("avx2")
+    assert env == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+    with pytest.raises(CoreregError, match="cpu_isa must be one of"):
+        cpu_isa_env("sse2")
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or "avx2" not in cpuinfo.read_text():
+        pytest.skip("this CPU has no AVX2")
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, **env},
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "AVX2"

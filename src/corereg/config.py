@@ -56,3 +56,19 @@ def load(config=None, presets=()) -> dict:
             raise CoreregError(f"{f}: not a readable YAML file ({exc.__class__.__name__})") from exc
     check(merged, files)
     return merged
+
+
+# Environment that makes PyTorch's CPU kernels (ATen), oneDNN convolutions and MKL use one
+# instruction set whatever the CPU offers, so that CPUs of different generations compute
+# the same numbers (measured here: about 30 % slower training on an AVX-512 machine).
+CPU_ISA_ENV = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
+}
+
+
+def cpu_isa_env(name: str) -> dict[str, str]:
+    """Environment variables of the ``cpu_isa`` setting (set before torch is imported)."""
+    if name not in CPU_ISA_ENV:
+        raise CoreregError(f"cpu_isa must be one of {list(CPU_ISA_ENV)}, not '{name}'")
+    return dict(CPU_ISA_ENV[name])

@@ -25,6 +25,9 @@ try:  # one line naming the key and the file instead of the whole schema
     plan = Plan(config)
 except CoreregError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
+# Jobs inherit this environment (locally and through SLURM): one CPU instruction set
+# for every torch step when config cpu_isa asks for it.
+os.environ.update(corereg_config.cpu_isa_env(config.get("cpu_isa", "native")))
 RESULTS = plan.results
 DATA = plan.data_root
 
