@@ -175,6 +175,11 @@ def test_holm_over_several_comparisons_and_every_metric_column():
     assert "| 0.100 | 0.050 | – | 5.0 | 1.50 |" in core
     assert "first array axis" in code
     assert t.set_index("row").loc["CoRe", "neg_jac_percent"] == pytest.approx(0.5)
+    init = t.set_index("row").loc["Initial"]  # 20 points below CoRe on every pair
+    assert init.diff_to_ref == pytest.approx(-20.0)
+    assert init.diff_ci_low == pytest.approx(-20.0) and init.diff_ci_high == pytest.approx(-20.0)
+    nifty = t.set_index("row").loc["NiftyReg"]
+    assert nifty.diff_ci_low < nifty.diff_to_ref < nifty.diff_ci_high
 
 
 def test_a_reg_fac_search_that_missed_its_band_is_reported():

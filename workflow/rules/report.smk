@@ -63,7 +63,7 @@ rule figure:
         spec=lambda w: plan.quote(plan.artifact_spec(w.figure)),
         prefix=lambda w: f"{RESULTS}/figures/{w.figure}",
         metrics=lambda w, input: (
-            "--metrics " + " ".join(input.metrics) + " " + plan.manifest_args(w.figure)
+            f"--metrics {' '.join(input.metrics)} {plan.manifest_args(w.figure)}"
             if "metrics" in input.keys()
             else ""
         ),

@@ -14,6 +14,7 @@ import pandas as pd
 
 from corereg.io import write_csv, write_text
 from corereg.stats import holm, wilcoxon_paired
+from corereg.stats_cluster import bootstrap_diff_ci
 
 NOT_RUN = "not run"
 KEY = ["dataset", "method", "variant"]
@@ -190,12 +191,20 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
             rec["delta_dice"] = rec["dice_mean"] - rec["paper_dice"] if comparable else float("nan")
             rec["p"] = float("nan")
             rec["n_test_pairs"] = 0
+            rec["diff_to_ref"] = rec["diff_ci_low"] = rec["diff_ci_high"] = float("nan")
             is_ref = ref and row["method"] == ref["method"] and row["variant"] == ref["variant"]
             if rec["status"] == "ok" and ref_dice is not None and not ref_dice.empty and not is_ref:
                 mine = per_pair(df, ds["key"], row["method"], row["variant"])
                 common = ref_dice.index.intersection(mine.index)
                 _, p, n = wilcoxon_paired(ref_dice[common].to_numpy(), mine[common].to_numpy())
                 rec["p"], rec["n_test_pairs"] = p, n
+                # Dice difference to the reference row with a 95 % interval that resamples
+                # scans (inter-patient pairs) or patients (longitudinal pairs)
+                diff = (mine[common] - ref_dice[common]).to_numpy() * 100.0
+                ids = [c.split("_", 1) for c in common]
+                rec["diff_to_ref"], rec["diff_ci_low"], rec["diff_ci_high"] = bootstrap_diff_ci(
+                    diff, [i[0] for i in ids], [i[1] for i in ids], n_boot=2000
+                )
             rec["is_reference"] = bool(is_ref)
             out.append(rec)
     table = pd.DataFrame(out)
@@ -285,7 +294,9 @@ def _footnote(spec, table) -> str:
     if ref:
         parts.append(
             f"p: two-sided Wilcoxon signed-rank test of per-pair Dice against {ref['method']}/"
-            f"{ref['variant']}, paired by test pair, Holm-corrected over the table's comparisons."
+            f"{ref['variant']}, paired by test pair, Holm-corrected over the table's comparisons; "
+            "the CSV adds each row's Dice difference to it with a 95 % interval from a bootstrap "
+            "that resamples scans or patients (docs/results.md)."
         )
     if spec.get("seeds"):
         parts.append(
