@@ -239,18 +239,28 @@ def test_damaged_metrics_stop_the_table(prepared, tmp_path):
     one_line_error(table(), str(pairs), "non-numeric")
     pairs.write_text("\x00\x01garbage")
     one_line_error(table(), str(pairs))
+    one_line_error(table(), str(pairs), f"run `snakemake {pairs}` to rebuild it")
     pairs.unlink()
     one_line_error(table(), str(pairs), "file does not exist")
 
 
-def test_a_deleted_metrics_file_is_rebuilt_by_snakemake(tiny_run):
+def test_a_damaged_metrics_file_stops_the_table_and_the_recovery_rebuilds_it(tiny_run):
+    """Rows cut from a run's pairs.csv: the table job fails naming the file (Snakemake then
+    removes the table), and deleting the file and rerunning rebuilds both correctly."""
     res = tiny_run / "results"
     victim = res / "metrics/synth_abdomen/initial/default/seed0/pairs.csv"
-    before = victim.read_text()
+    table = res / "tables/table1.md"
+    good_csv, good_table = victim.read_text(), table.read_text()
+    args = ("--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml", "--config",
+            f"results={res}", f"data_root={tiny_run}/data")  # fmt: skip
+    pd.read_csv(victim, dtype={"fixed": str, "moving": str}).iloc[:1].to_csv(victim, index=False)
+    proc = run_snakemake("table1", *args, check=False)
+    log = (res / "logs/report/table1.log").read_text()
+    assert proc.returncode != 0 and f"error: {victim}: scores 1 pairs" in log
+    assert not table.exists()  # no table made from damaged numbers
     victim.unlink()
-    run_snakemake("table1", "--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml",
-                  "--config", f"results={res}", f"data_root={tiny_run}/data")  # fmt: skip
-    assert victim.read_text() == before
+    run_snakemake("table1", *args)
+    assert victim.read_text() == good_csv and table.read_text() == good_table
 
 
 def test_data_root_below_a_file_and_a_missing_preset(tmp_path):

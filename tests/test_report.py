@@ -95,7 +95,8 @@ def test_plan_counts_match_the_dry_run_and_the_estimate_prints(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("engine: {cl_views: sideways}\n")
     out = run_cli("plan", "--configfile", bad)
-    assert out.returncode == 1 and out.stderr.strip().startswith("error: config: engine.cl_views")
+    assert out.returncode == 1 and out.stderr.strip().startswith("error: config.yaml + ")
+    assert "bad.yaml: engine.cl_views: 'sideways' is not one of" in out.stderr
 
 
 def test_snakemakes_own_report_holds_every_table_and_figure_with_its_caption(tiny_run, tmp_path):

@@ -318,7 +318,7 @@ def cmd_example(a) -> None:
         for path in example.update(Path(a.demo), Path(a.example)):
             print(f"[example] wrote {path}")
         return
-    tol = example.Tolerance(dice=a.dice_tolerance)
+    tol = example.Tolerance(dice=a.dice_tolerance, sdlogj=a.sdlogj_tolerance, hd95=a.hd95_tolerance)
     problems = example.check(Path(a.demo), Path(a.example), tol)
     if problems:
         raise CoreregError(
@@ -491,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--example", default="results/example", help="the committed example folder")
     s.add_argument("--dice-tolerance", type=float, default=2.0,
                    help="allowed Dice difference in points (trained rows differ between CPUs)")  # fmt: skip
+    s.add_argument("--sdlogj-tolerance", type=float, default=0.02, help="allowed SDlogJ difference")
+    s.add_argument(
+        "--hd95-tolerance", type=float, default=5.0, help="allowed HD95 difference in mm"
+    )
     s.set_defaults(func=cmd_example)
 
     s = verb("config-doc", "write docs/configuration.md from the configuration schema")

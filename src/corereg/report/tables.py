@@ -43,34 +43,42 @@ PAIR_COLUMNS = {"fixed": str, "moving": str, "dice": float, "n_structures": floa
                 "sdlogj_l2r": float, "sdlogj_code": float, "seconds": float, "device": str}  # fmt: skip
 
 
+def rebuild_hint(path) -> str:
+    """How to recover from a damaged or missing per-run file (Snakemake does not rebuild a
+    missing intermediate file on its own while the table that used it is up to date)."""
+    return f"delete it and run `snakemake {path}` to rebuild it, then make the table again"
+
+
 def _read_pairs_csv(path) -> pd.DataFrame:
     """One run's pairs.csv, checked: its columns, their types and one row per pair."""
     from corereg.errors import InputError
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "file does not exist (rerun the evaluate step)")
+        raise InputError(path, f"file does not exist; run `snakemake {path}` to rebuild it")
     try:
         df = pd.read_csv(path, dtype={"fixed": str, "moving": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not a readable CSV ({exc.__class__.__name__}); delete it and "
-                               "rerun: Snakemake rebuilds it") from exc  # fmt: skip
+        raise InputError(
+            path, f"not a readable CSV ({exc.__class__.__name__}); {rebuild_hint(path)}"
+        ) from exc
     missing = [c for c in [*KEY, "seed"] if c not in df.columns]
     if missing or df.empty:
-        raise InputError(path, f"not a metrics table (missing columns {missing or 'rows'}); "
-                               "delete it and rerun")  # fmt: skip
+        raise InputError(
+            path, f"not a metrics table (missing columns {missing or 'rows'}); {rebuild_hint(path)}"
+        )
     if "not_run" in df.columns and df.not_run.notna().any():
         return df  # a method whose tool is absent: one row with the reason
     missing = [c for c in PAIR_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(path, f"missing columns {missing}; delete it and rerun")
+        raise InputError(path, f"missing columns {missing}; {rebuild_hint(path)}")
     for col, kind in PAIR_COLUMNS.items():
         if kind is float and not pd.api.types.is_numeric_dtype(df[col]):
-            raise InputError(path, f"column '{col}' holds non-numeric values; delete it and rerun")
+            raise InputError(path, f"column '{col}' holds non-numeric values; {rebuild_hint(path)}")
     if not df.dice.dropna().between(0.0, 1.0).all():
-        raise InputError(path, "column 'dice' holds values outside [0, 1]; delete it and rerun")
+        raise InputError(path, f"column 'dice' holds values outside [0, 1]; {rebuild_hint(path)}")
     if df.duplicated(["dataset", "seed", "fixed", "moving"]).any():
-        raise InputError(path, "a test pair appears twice; delete it and rerun")
+        raise InputError(path, f"a test pair appears twice; {rebuild_hint(path)}")
     return df
 
 
@@ -90,7 +98,7 @@ def load_pair_metrics(paths, expected: dict | None = None) -> pd.DataFrame:
                 if got != want:
                     raise InputError(path, f"scores {len(got)} pairs, the manifest of {ds} has "
                                            f"{len(want)} test pairs ({len(want - got)} missing, "
-                                           f"{len(got - want)} not in it); delete it and rerun")  # fmt: skip
+                                           f"{len(got - want)} not in it); {rebuild_hint(path)}")  # fmt: skip
         frames.append(df)
     if not frames:
         return pd.DataFrame(columns=[*KEY, "seed", "fixed", "moving", "dice"])
