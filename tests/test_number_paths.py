@@ -256,3 +256,27 @@ def test_original_settings_row_sets_every_switch():
         False,
     )
     assert Plan(cfg).method_params("core")["bn_quirk"] is True
+
+
+def test_contrastive_passes_run_in_the_released_codes_order():
+    """fixed augmented, moving augmented, fixed original, moving original: the order in which
+    the passes update BatchNorm's running statistics."""
+    from corereg.training.contrastive import contrastive_loss
+
+    torch.manual_seed(0)
+    net = network.build(deep_merge(ENGINE, {"contrastive": True}))
+    p = deep_merge(ENGINE, {**SMALL, "contrastive": True})
+    fixed, moving = torch.randn(1, 1, 32, 32, 32), torch.randn(1, 1, 32, 32, 32) + 5.0
+    seen = []
+    original_conv4 = net.conv4
+
+    def spy(x):
+        seen.append(x.detach().clone())
+        return original_conv4(x)
+
+    net.conv4 = spy
+    contrastive_loss(net, [(fixed, moving)], p, torch.Generator().manual_seed(1))
+    assert len(seen) == 4
+    assert torch.equal(seen[2], fixed) and torch.equal(seen[3], moving)  # originals last
+    assert not torch.equal(seen[0], fixed) and not torch.equal(seen[1], moving)  # augmented first
+    assert seen[0].mean() < 2.0 < seen[1].mean()  # fixed before moving
