@@ -360,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     def verb(name: str, text: str):
         return sub.add_parser(name, help=text, description=text)
 
+    def scored_runs(s, who: str = "") -> None:
+        """--metrics and --manifests: the runs' per-pair scores and the pairs they must cover."""
+        s.add_argument("--metrics", nargs="*", default=[], help=f"{who}the runs' pairs.csv files")
+        s.add_argument("--manifests", nargs="*", default=[],
+                       help=f"{who}DATASET=PATH of each prepared dataset: every run must score "
+                       "its test pairs")  # fmt: skip
+
     s = verb("prepare", "write a prepared dataset: images, labels and manifest.json")
     s.add_argument("--dataset", required=True, help="the dataset's key in the configuration")
     s.add_argument("--spec", required=True, help=SPEC_HELP + " (the dataset's entry)")
@@ -448,18 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("table", "write one paper table (CSV, Markdown, LaTeX)")
     s.add_argument("--spec", required=True,
                    help=SPEC_HELP + " (rows, datasets, paper values, reference row)")  # fmt: skip
-    s.add_argument("--metrics", nargs="*", default=[], help="the runs' pairs.csv files")
-    s.add_argument("--manifests", nargs="*", default=[],
-                   help="DATASET=PATH of each prepared dataset: every run must score its test pairs")  # fmt: skip
+    scored_runs(s)
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/tables/table1")
     s.set_defaults(func=cmd_table)
 
     s = verb("figure", "write one paper figure (PNG and PDF)")
     s.add_argument("which", choices=["fig3", "fig4a", "fig4b"], help="which figure")
     s.add_argument("--spec", required=True, help=SPEC_HELP + " (rows, datasets, paper values)")
-    s.add_argument("--metrics", nargs="*", default=[], help="fig4a: the runs' pairs.csv files")
-    s.add_argument("--manifests", nargs="*", default=[],
-                   help="fig4a: DATASET=PATH of each prepared dataset (its test pairs)")  # fmt: skip
+    scored_runs(s, "fig4a: ")
     s.add_argument("--logs", nargs="*", default=[], help="fig4b: LABEL=train_log.csv, one per run")
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/figures/fig4a")
     s.set_defaults(func=cmd_figure)
@@ -467,14 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("claims", "check the paper's claims one by one against this run's numbers")
     s.add_argument("--spec", required=True,
                    help=SPEC_HELP + " (the claims of workflow/claims.yaml and the artifacts' rows)")  # fmt: skip
-    s.add_argument("--metrics", nargs="*", default=[], help="the runs' pairs.csv files")
+    scored_runs(s)
     s.add_argument("--structures", nargs="*", default=[],
                    help="structures.csv of the two runs compared per structure")  # fmt: skip
     s.add_argument(
         "--logs", nargs="*", default=[], help="LABEL=train_log.csv of the Figure 4b runs"
     )
-    s.add_argument("--manifests", nargs="*", default=[],
-                   help="DATASET=PATH of each prepared dataset (its test pairs)")  # fmt: skip
     s.add_argument("--out-dir", required=True, help="folder for claims.md/.csv and per_structure.*")
     s.set_defaults(func=cmd_claims)
 
