@@ -46,8 +46,13 @@ def main() -> None:
         disp, secs = timed_register(method, fixed, moving)
         print(f"convexadam ({describe(device)}): {secs:7.2f} s")
         t = time.perf_counter()
-        _, summary = evaluate_pair(m.load_labels(pair["fixed"]), m.load_labels(pair["moving"]), disp,
-                                   sorted(m.labels), m.spacing)  # fmt: skip
+        _, summary = evaluate_pair(
+            m.load_labels(pair["fixed"]),
+            m.load_labels(pair["moving"]),
+            disp,
+            sorted(m.labels),
+            m.spacing,
+        )
         print(f"evaluation (13 labels):   {time.perf_counter() - t:7.2f} s")
         print(
             f"Dice {summary['dice']:.3f}  HD95 {summary['hd95']:.1f} mm  SDlogJ(L2R) {summary['sdlogj_l2r']:.3f}"

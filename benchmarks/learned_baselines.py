@@ -95,8 +95,10 @@ def main() -> None:
             method = make_method(kind, {}, device, final)
             held, secs = gains(data, method, "test")
             train_gain, _ = gains(data, method, "train")
-            print(f"| {kind} | {schedules[kind]} | {train_s:.0f} | {100 * held:+.1f} | {100 * train_gain:+.1f} "
-                  f"| {secs:.2f} |")  # fmt: skip
+            print(
+                f"| {kind} | {schedules[kind]} | {train_s:.0f} | {100 * held:+.1f} | {100 * train_gain:+.1f} "
+                f"| {secs:.2f} |"
+            )
 
 
 if __name__ == "__main__":

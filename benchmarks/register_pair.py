@@ -25,9 +25,20 @@ from corereg.registration import convex, network
 from corereg.registration.fields import compose, warp
 from corereg.registration.pipeline import prepare_input
 
-PARAMS = {"feat_scale": 5.0, "disp_hw": 2, "softargmin_beta": 20.0, "coupling_weights": [0.003, 0.03, 0.3],
-          "ice_iters": 15, "adam_iters": 50, "adam_lr": 1.0, "adam_grid_sp": 2, "adam_lambda": 0.65,
-          "adam_cost_scale": 12.0, "hu_scale": 0.002, "amp": True}  # fmt: skip
+PARAMS = {
+    "feat_scale": 5.0,
+    "disp_hw": 2,
+    "softargmin_beta": 20.0,
+    "coupling_weights": [0.003, 0.03, 0.3],
+    "ice_iters": 15,
+    "adam_iters": 50,
+    "adam_lr": 1.0,
+    "adam_grid_sp": 2,
+    "adam_lambda": 0.65,
+    "adam_cost_scale": 12.0,
+    "hu_scale": 0.002,
+    "amp": True,
+}
 
 
 def timed(device, fn, *args):
@@ -81,16 +92,21 @@ def main() -> None:
     for _ in range(a.repeats):
         u, times = run(net, fixed, moving, device)
         total = sum(times.values())
-        print(f"{describe(device)} {tuple(a.shape)}: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
-              + f", total {total:.2f} s")  # fmt: skip
+        print(
+            f"{describe(device)} {tuple(a.shape)}: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
+            + f", total {total:.2f} s"
+        )
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GiB")
     if a.check:
         ref, rt = run(net, fixed, moving, device, impl="grid_sample")
         vox = torch.tensor([s / 2 for s in a.shape], device=u.device).flip(0).view(1, 3, 1, 1, 1)
-        print(f"straightforward (grid_sample) Adam IO {rt['Adam IO']:.2f} s; max |field difference| "
-              f"{((ref - u) * vox).abs().max().item():.3g} voxels")  # fmt: skip
+        print(
+            f"straightforward (grid_sample) Adam IO {rt['Adam IO']:.2f} s; max |field difference| "
+            f"{((ref - u) * vox).abs().max().item():.3g} voxels"
+        )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,14 @@ def main() -> None:
         generate_abdomen(f"{tmp}/d", "bench", tuple(a.shape), spacing, 3, 2, seed=0)
         data = load_data(load_manifest(f"{tmp}/d"), None, 1)
         crop = max(1, min(8, a.shape[0] // 8))
-        base = deep_merge(engine, {"label_crop_border": crop, "cl_num_samples": a.samples,
-                                   "cl_border": min(5, a.shape[0] // 16)})  # fmt: skip
+        base = deep_merge(
+            engine,
+            {
+                "label_crop_border": crop,
+                "cl_num_samples": a.samples,
+                "cl_border": min(5, a.shape[0] // 16),
+            },
+        )
         reg = time_steps(data, {**base, "contrastive": False}, device, a.iters)
         print(
             f"{describe(device)} {tuple(a.shape)}, {a.threads} threads: bigalke {reg:.3f} s/iteration"
@@ -69,8 +75,10 @@ def main() -> None:
         ):
             params = {**base, "contrastive": True, "cl_views": views, "cl_view_b_grad": grad}
             core = time_steps(data, params, device, a.iters)
-            print(f"  core cl_views={views:8s} cl_view_b_grad={str(grad).lower():5s}: {core:.3f} s/iteration, "
-                  f"overhead {100 * (core / reg - 1):.0f} %")  # fmt: skip
+            print(
+                f"  core cl_views={views:8s} cl_view_b_grad={str(grad).lower():5s}: {core:.3f} s/iteration, "
+                f"overhead {100 * (core / reg - 1):.0f} %"
+            )
 
 
 if __name__ == "__main__":

@@ -24,14 +24,27 @@ def run_snakemake(*args, timeout=900, check=True):
 
 def run_cli(*args, env=None):
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, "-m", "corereg", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "corereg", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One end-to-end Snakemake run of the tiny preset, shared by the workflow tests."""
     out = tmp_path_factory.mktemp("tiny")
-    run_snakemake("--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml",
-                  "--config", f"results={out}/results", f"data_root={out}/data")  # fmt: skip
+    run_snakemake(
+        "--profile",
+        "profiles/demo",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        "--config",
+        f"results={out}/results",
+        f"data_root={out}/data",
+    )
     return out

@@ -104,8 +104,14 @@ class LoopbackServer:
         for path in self.records[record]:
             f = self.files[path]
             key = path.rsplit("/", 2)[-2] if path.endswith("/content") else path.rsplit("/", 1)[-1]
-            files.append({"key": key, "size": len(f.data), "checksum": "md5:" + hashlib.md5(f.data).hexdigest(),
-                          "links": {"self": self.url + path}})  # fmt: skip
+            files.append(
+                {
+                    "key": key,
+                    "size": len(f.data),
+                    "checksum": "md5:" + hashlib.md5(f.data).hexdigest(),
+                    "links": {"self": self.url + path},
+                }
+            )
         body = json.dumps({"id": record, "files": files}).encode()
         return self._send(handler, 200, body, "application/json")
 

@@ -48,7 +48,13 @@ def missing_packages() -> list[str]:
         "sbatch": "slurm-client",
         "munged": "munge",
     }
-    return sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()})  # fmt: skip
+    return sorted(
+        {
+            pkg
+            for tool, pkg in tools.items()
+            if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+        }
+    )
 
 
 def install_packages() -> None:
@@ -61,7 +67,10 @@ def install_packages() -> None:
             f"SLURM packages {todo} are missing and cannot be installed (needs root and apt-get)"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):  # fmt: skip
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+    ):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise ClusterError(
@@ -152,9 +161,21 @@ NodeName={self.host} Name=gpu Type=testgpu File={d}/fakegpu[0-{GPUS - 1}]
         if not key.exists():
             key.write_bytes(os.urandom(1024))
             os.chmod(key, 0o400)
-        subprocess.run([_sbin("munged"), "--force", f"--socket={m}/munge.socket", f"--key-file={key}",
-                        f"--pid-file={m}/munged.pid", f"--log-file={m}/munged.log", f"--seed-file={m}/munged.seed"],
-                       check=True, capture_output=True, text=True, timeout=30)  # fmt: skip
+        subprocess.run(
+            [
+                _sbin("munged"),
+                "--force",
+                f"--socket={m}/munge.socket",
+                f"--key-file={key}",
+                f"--pid-file={m}/munged.pid",
+                f"--log-file={m}/munged.log",
+                f"--seed-file={m}/munged.seed",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def node_state(self) -> str:
         proc = subprocess.run(

@@ -30,10 +30,19 @@ def mini_release(tmp_path, shape=SHAPE) -> bytes:
         fn = f"AbdomenCTCT_{i:04d}_0000.nii.gz"
         save_nifti(src / "imagesTr" / fn, np.round(hu), affine, dtype=np.int16)
         save_nifti(src / "labelsTr" / fn, lab, affine, dtype=np.uint8)
-    meta = {"name": "AbdomenCTCT", "release": "1.1", "tensorImageShape": {"0": list(shape)},
-            "labels": {"0": {str(k): v for k, v in abdomenctct.DEFAULT_LABELS.items()}},
-            "training": [{"image": f"./imagesTr/AbdomenCTCT_{i:04d}_0000.nii.gz",
-                          "label": f"./labelsTr/AbdomenCTCT_{i:04d}_0000.nii.gz"} for i in IDS]}  # fmt: skip
+    meta = {
+        "name": "AbdomenCTCT",
+        "release": "1.1",
+        "tensorImageShape": {"0": list(shape)},
+        "labels": {"0": {str(k): v for k, v in abdomenctct.DEFAULT_LABELS.items()}},
+        "training": [
+            {
+                "image": f"./imagesTr/AbdomenCTCT_{i:04d}_0000.nii.gz",
+                "label": f"./labelsTr/AbdomenCTCT_{i:04d}_0000.nii.gz",
+            }
+            for i in IDS
+        ],
+    }
     (src / "AbdomenCTCT_dataset.json").write_text(json.dumps(meta))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -97,12 +106,19 @@ def test_real_rules_download_prepare_train_and_score(tmp_path):
     with LoopbackServer() as srv:
         srv.add("/s/x/download/AbdomenCTCT.zip", data)
         override = {
-            "results": str(tmp_path / "results"), "data_root": str(tmp_path / "data"),
-            "datasets": {"abdomen": {"shape": list(SHAPE), "spacing": list(SPACING), "clamp_eval": None,
-                                     "source": {**SOURCE, "url": f"{srv.url}/s/x/download/AbdomenCTCT.zip"}}},
+            "results": str(tmp_path / "results"),
+            "data_root": str(tmp_path / "data"),
+            "datasets": {
+                "abdomen": {
+                    "shape": list(SHAPE),
+                    "spacing": list(SPACING),
+                    "clamp_eval": None,
+                    "source": {**SOURCE, "url": f"{srv.url}/s/x/download/AbdomenCTCT.zip"},
+                }
+            },
             "methods": {"core": {"enabled": False}},
             "artifacts": {"table1": {"datasets": ["abdomen"]}},
-        }  # fmt: skip
+        }
         cfg = tmp_path / "override.yaml"
         cfg.write_text(yaml.safe_dump(override))
         tiny = "workflow/presets/tiny.yaml"

@@ -89,23 +89,52 @@ PAIR_CASES = [
 @pytest.mark.parametrize(("fixed", "moving", "message"), PAIR_CASES)
 def test_register_one_pair_refuses_bad_images(files, tmp_path, fixed, moving, message):
     out = tmp_path / "disp.nii.gz"
-    proc = run_cli("register", "--method", "convexadam", "--fixed", files[fixed], "--moving",
-                   files[moving], "--out", out, "--device", "cpu")  # fmt: skip
+    proc = run_cli(
+        "register",
+        "--method",
+        "convexadam",
+        "--fixed",
+        files[fixed],
+        "--moving",
+        files[moving],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     one_line_error(proc, message)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_different_origin_alone_is_registered(files, tmp_path):
     out = tmp_path / "disp.nii.gz"
-    proc = run_cli("register", "--method", "initial", "--fixed", files["good"], "--moving",
-                   files["shifted"], "--out", out)  # fmt: skip
+    proc = run_cli(
+        "register",
+        "--method",
+        "initial",
+        "--fixed",
+        files["good"],
+        "--moving",
+        files["shifted"],
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
 
 
 def test_out_pointing_at_a_folder(files, tmp_path):
-    proc = run_cli("register", "--method", "initial", "--fixed", files["good"], "--moving",
-                   files["good2"], "--out", tmp_path)  # fmt: skip
+    proc = run_cli(
+        "register",
+        "--method",
+        "initial",
+        "--fixed",
+        files["good"],
+        "--moving",
+        files["good2"],
+        "--out",
+        tmp_path,
+    )
     one_line_error(proc, str(tmp_path), "is a folder")
 
 
@@ -172,8 +201,19 @@ def _evaluated(prepared, tmp_path):
     assert proc.returncode == 0, proc.stderr
     spec = json.dumps({"dataset": "abd", "method": "initial", "variant": "default", "seed": 0})
     out = tmp_path / "pairs.csv"
-    proc = run_cli("evaluate", "--manifest", prepared, "--fields", fields, "--spec", spec,
-                   "--out-structures", tmp_path / "s.csv", "--out-pairs", out)  # fmt: skip
+    proc = run_cli(
+        "evaluate",
+        "--manifest",
+        prepared,
+        "--fields",
+        fields,
+        "--spec",
+        spec,
+        "--out-structures",
+        tmp_path / "s.csv",
+        "--out-pairs",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     return fields, out
 
@@ -190,12 +230,34 @@ def test_labels_and_fields_of_the_wrong_kind(prepared, tmp_path):
     proc = run_cli("register", "--method", "initial", "--manifest", bad, "--out-dir", fields)
     assert proc.returncode == 0
     spec = json.dumps({"dataset": "abd", "method": "initial", "variant": "default", "seed": 0})
-    proc = run_cli("evaluate", "--manifest", bad, "--fields", fields, "--spec", spec,
-                   "--out-structures", tmp_path / "s.csv", "--out-pairs", tmp_path / "p.csv")  # fmt: skip
+    proc = run_cli(
+        "evaluate",
+        "--manifest",
+        bad,
+        "--fields",
+        fields,
+        "--spec",
+        spec,
+        "--out-structures",
+        tmp_path / "s.csv",
+        "--out-pairs",
+        tmp_path / "p.csv",
+    )
     one_line_error(proc, str(m.label_path(case)), "non-integer values")
     nifti(aff, np.asarray(lab.dataobj).astype(np.int16) - 3, affine=lab.affine)
-    proc = run_cli("evaluate", "--manifest", bad, "--fields", fields, "--spec", spec,
-                   "--out-structures", tmp_path / "s.csv", "--out-pairs", tmp_path / "p.csv")  # fmt: skip
+    proc = run_cli(
+        "evaluate",
+        "--manifest",
+        bad,
+        "--fields",
+        fields,
+        "--spec",
+        spec,
+        "--out-structures",
+        tmp_path / "s.csv",
+        "--out-pairs",
+        tmp_path / "p.csv",
+    )
     one_line_error(proc, "label ids [-3")
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "s.csv").exists()
     # a field on another grid
@@ -206,16 +268,36 @@ def test_labels_and_fields_of_the_wrong_kind(prepared, tmp_path):
     )
     first = sorted(good_fields.glob("disp_*.nii.gz"))[0]
     nifti(first, np.zeros((8, 8, 8, 3), np.float32))
-    proc = run_cli("evaluate", "--manifest", tmp_path / "ok", "--fields", good_fields, "--spec", spec,
-                   "--out-structures", tmp_path / "s.csv", "--out-pairs", tmp_path / "p.csv")  # fmt: skip
+    proc = run_cli(
+        "evaluate",
+        "--manifest",
+        tmp_path / "ok",
+        "--fields",
+        good_fields,
+        "--spec",
+        spec,
+        "--out-structures",
+        tmp_path / "s.csv",
+        "--out-pairs",
+        tmp_path / "p.csv",
+    )
     one_line_error(proc, first.name, "differs from the fixed image")
 
 
 def test_damaged_metrics_stop_the_table(prepared, tmp_path):
     _, pairs = _evaluated(prepared, tmp_path)
-    spec = json.dumps({"artifact": "t", "title": "T", "sdlogj": "sdlogj_code", "reference": None,
-                       "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": True}],
-                       "rows": [{"method": "initial", "variant": "default", "label": "Initial"}]})  # fmt: skip
+    spec = json.dumps(
+        {
+            "artifact": "t",
+            "title": "T",
+            "sdlogj": "sdlogj_code",
+            "reference": None,
+            "datasets": [
+                {"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": True}
+            ],
+            "rows": [{"method": "initial", "variant": "default", "label": "Initial"}],
+        }
+    )
     out = tmp_path / "tables" / "t"
 
     def table():
@@ -251,8 +333,15 @@ def test_a_damaged_metrics_file_stops_the_table_and_the_recovery_rebuilds_it(tin
     victim = res / "metrics/synth_abdomen/initial/default/seed0/pairs.csv"
     table = res / "tables/table1.md"
     good_csv, good_table = victim.read_text(), table.read_text()
-    args = ("--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml", "--config",
-            f"results={res}", f"data_root={tiny_run}/data")  # fmt: skip
+    args = (
+        "--profile",
+        "profiles/demo",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        "--config",
+        f"results={res}",
+        f"data_root={tiny_run}/data",
+    )
     pd.read_csv(victim, dtype={"fixed": str, "moving": str}).iloc[:1].to_csv(victim, index=False)
     proc = run_snakemake("table1", *args, check=False)
     log = (res / "logs/report/table1.log").read_text()
@@ -266,8 +355,14 @@ def test_a_damaged_metrics_file_stops_the_table_and_the_recovery_rebuilds_it(tin
 def test_data_root_below_a_file_and_a_missing_preset(tmp_path):
     blocker = tmp_path / "plain-file"
     blocker.write_text("x")
-    proc = run_snakemake("-n", "--configfile", "workflow/presets/tiny.yaml", "--config",
-                         f"data_root={blocker}/data", check=False)  # fmt: skip
+    proc = run_snakemake(
+        "-n",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        "--config",
+        f"data_root={blocker}/data",
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     assert (
         proc.returncode != 0

@@ -13,24 +13,62 @@ PAIRS = list(itertools.combinations(SCANS, 2))  # 45 pairs of 10 scans, as Abdom
 
 
 def run(method, dice, variant="default", seconds=1.0, sdlogj=0.1, folding=0.0, pairs=PAIRS):
-    return pd.DataFrame({
-        "dataset": "abd", "method": method, "variant": variant, "seed": 0,
-        "fixed": [a for a, _ in pairs], "moving": [b for _, b in pairs], "dice": dice,
-        "n_structures": 13, "hd95": 5.0, "sdlogj_l2r": sdlogj, "sdlogj_code": sdlogj,
-        "sdlogj_std": sdlogj, "neg_jac_percent": folding, "seconds": seconds, "device": "cpu",
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "dataset": "abd",
+            "method": method,
+            "variant": variant,
+            "seed": 0,
+            "fixed": [a for a, _ in pairs],
+            "moving": [b for _, b in pairs],
+            "dice": dice,
+            "n_structures": 13,
+            "hd95": 5.0,
+            "sdlogj_l2r": sdlogj,
+            "sdlogj_code": sdlogj,
+            "sdlogj_std": sdlogj,
+            "neg_jac_percent": folding,
+            "seconds": seconds,
+            "device": "cpu",
+        }
+    )
 
 
 ROWS = [
-    {"method": "initial", "variant": "default", "label": "Initial", "paper": {"abdomen": {"dice": 25.9}}},
-    {"method": "deeds", "variant": "default", "label": "DEEDs", "paper": {"abdomen": {"dice": 46.5}}},
-    {"method": "voxelmorph", "variant": "default", "label": "VoxelMorph", "paper": {"abdomen": {"dice": 35.4}}},
+    {
+        "method": "initial",
+        "variant": "default",
+        "label": "Initial",
+        "paper": {"abdomen": {"dice": 25.9}},
+    },
+    {
+        "method": "deeds",
+        "variant": "default",
+        "label": "DEEDs",
+        "paper": {"abdomen": {"dice": 46.5}},
+    },
+    {
+        "method": "voxelmorph",
+        "variant": "default",
+        "label": "VoxelMorph",
+        "paper": {"abdomen": {"dice": 35.4}},
+    },
     {"method": "convexadam", "variant": "default", "label": "ConvexAdam"},
     {"method": "core", "variant": "default", "label": "CoRe", "paper": {"abdomen": {"dice": 52.6}}},
-]  # fmt: skip
-SPEC = {"artifacts": {"t1": {"artifact": "t1", "title": "T", "rows": ROWS, "sdlogj": "sdlogj_code",
-                             "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen",
-                                           "synthetic": False}]}}}  # fmt: skip
+]
+SPEC = {
+    "artifacts": {
+        "t1": {
+            "artifact": "t1",
+            "title": "T",
+            "rows": ROWS,
+            "sdlogj": "sdlogj_code",
+            "datasets": [
+                {"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": False}
+            ],
+        }
+    }
+}
 
 
 def scan_effects(seed, scale=0.03):
@@ -49,13 +87,15 @@ def check(claim, df):
 def metrics():
     base, rng = scan_effects(0)
     noise = lambda s: rng.normal(0, s, len(PAIRS))  # noqa: E731
-    return pd.concat([
-        run("initial", 0.25 + base + noise(0.01), seconds=0.0, sdlogj=0.0),
-        run("deeds", 0.45 + base + noise(0.01), seconds=45.0, sdlogj=0.05),
-        run("voxelmorph", 0.35 + base + noise(0.01), seconds=0.2, sdlogj=0.12),
-        run("convexadam", 0.60 + base + noise(0.01), seconds=5.0, sdlogj=0.09),
-        run("core", 0.52 + base + noise(0.01), seconds=1.2, sdlogj=0.13, folding=0.2),
-    ])  # fmt: skip
+    return pd.concat(
+        [
+            run("initial", 0.25 + base + noise(0.01), seconds=0.0, sdlogj=0.0),
+            run("deeds", 0.45 + base + noise(0.01), seconds=45.0, sdlogj=0.05),
+            run("voxelmorph", 0.35 + base + noise(0.01), seconds=0.2, sdlogj=0.12),
+            run("convexadam", 0.60 + base + noise(0.01), seconds=5.0, sdlogj=0.09),
+            run("core", 0.52 + base + noise(0.01), seconds=1.2, sdlogj=0.13, folding=0.2),
+        ]
+    )
 
 
 def test_beats_holds_for_the_paper_rows_only(metrics):
@@ -68,33 +108,60 @@ def test_beats_holds_for_the_paper_rows_only(metrics):
 
 
 def test_beats_fails_when_a_row_is_better_beyond_noise(metrics):
-    r = check({"kind": "beats", "row": {"method": "core"}, "others": [{"method": "convexadam"}],
-               "p_max": 0.05}, metrics)  # fmt: skip
+    r = check(
+        {
+            "kind": "beats",
+            "row": {"method": "core"},
+            "others": [{"method": "convexadam"}],
+            "p_max": 0.05,
+        },
+        metrics,
+    )
     assert r["verdict"] == FAILS and r["effect"] < 0 and r["ci_high"] < 0
 
 
 def test_too_few_pairs_cannot_reach_the_claimed_p(metrics):
     few = PAIRS[:8]
     df = metrics.groupby("method").head(8)
-    r = check({"kind": "beats", "row": {"method": "core"}, "others": [{"method": "deeds"}],
-               "p_max": 0.0001}, df)  # fmt: skip
+    r = check(
+        {
+            "kind": "beats",
+            "row": {"method": "core"},
+            "others": [{"method": "deeds"}],
+            "p_max": 0.0001,
+        },
+        df,
+    )
     assert r["verdict"] == UNTESTABLE and "8 pairs cannot reach p < 0.0001" in r["evidence"]
     assert len(few) == 8
 
 
 def test_a_row_that_did_not_run_cannot_be_tested(metrics):
     df = metrics[metrics.method != "deeds"]
-    r = check({"kind": "beats", "row": {"method": "core"}, "others": [{"method": "deeds"}],
-               "p_max": 0.05}, df)  # fmt: skip
+    r = check(
+        {
+            "kind": "beats",
+            "row": {"method": "core"},
+            "others": [{"method": "deeds"}],
+            "p_max": 0.05,
+        },
+        df,
+    )
     assert r["verdict"] == UNTESTABLE and "DEEDs did not run" in r["evidence"]
 
 
 def test_a_difference_within_noise_cannot_be_decided():
     base, rng = scan_effects(3, scale=0.05)
-    df = pd.concat([run("deeds", 0.50 + base + rng.normal(0, 0.02, 45)),
-                    run("core", 0.50 + base + rng.normal(0, 0.02, 45))])  # fmt: skip
-    r = check({"kind": "beats", "row": {"method": "core"}, "others": [{"method": "deeds"}],
-               "p_max": 1.0}, df)  # fmt: skip
+    df = pd.concat(
+        [
+            run("deeds", 0.50 + base + rng.normal(0, 0.02, 45)),
+            run("core", 0.50 + base + rng.normal(0, 0.02, 45)),
+        ]
+    )
+    r = check(
+        {"kind": "beats", "row": {"method": "core"}, "others": [{"method": "deeds"}], "p_max": 1.0},
+        df,
+    )
     assert r["verdict"] == UNTESTABLE and "within this run's noise" in r["evidence"]
 
 
@@ -107,10 +174,18 @@ def test_best_below_sdlogj_and_speed(metrics):
         check({"kind": "best", "row": {"method": "core"}, "rows": "all"}, metrics)["verdict"]
         == FAILS
     )
-    assert check({"kind": "below", "row": {"method": "voxelmorph"}, "other": {"method": "core"}},
-                 metrics)["verdict"] == HOLDS  # fmt: skip
-    assert check({"kind": "below", "row": {"method": "core"}, "other": {"method": "voxelmorph"}},
-                 metrics)["verdict"] == FAILS  # fmt: skip
+    assert (
+        check(
+            {"kind": "below", "row": {"method": "voxelmorph"}, "other": {"method": "core"}}, metrics
+        )["verdict"]
+        == HOLDS
+    )
+    assert (
+        check(
+            {"kind": "below", "row": {"method": "core"}, "other": {"method": "voxelmorph"}}, metrics
+        )["verdict"]
+        == FAILS
+    )
     sd = {
         "kind": "sdlogj_comparable",
         "row": {"method": "core"},
@@ -119,10 +194,17 @@ def test_best_below_sdlogj_and_speed(metrics):
     }
     assert check({**sd, "factor": 1.25}, metrics)["verdict"] == HOLDS  # 0.13 <= 1.25 x 0.12
     assert check({**sd, "factor": 1.0}, metrics)["verdict"] == FAILS
-    assert check({"kind": "slower", "row": {"method": "deeds"}, "others": [{"method": "core"}]},
-                 metrics)["verdict"] == HOLDS  # fmt: skip
-    fast = {"kind": "fastest_least_accurate", "rows": [{"method": "voxelmorph"}],
-            "others": [{"method": "core"}, {"method": "deeds"}]}  # fmt: skip
+    assert (
+        check(
+            {"kind": "slower", "row": {"method": "deeds"}, "others": [{"method": "core"}]}, metrics
+        )["verdict"]
+        == HOLDS
+    )
+    fast = {
+        "kind": "fastest_least_accurate",
+        "rows": [{"method": "voxelmorph"}],
+        "others": [{"method": "core"}, {"method": "deeds"}],
+    }
     assert check(fast, metrics)["verdict"] == HOLDS
     assert check({**fast, "others": [{"method": "initial"}]}, metrics)["verdict"] == FAILS
 
@@ -131,15 +213,33 @@ def test_curves_shorter_than_the_claim_cannot_be_tested(tmp_path):
     logs = {}
     for label, offset in (("CoRe", 0.05), ("Bigalke", 0.0)):
         path = tmp_path / f"{label}.csv"
-        pd.DataFrame({"iteration": [1, 500, 1000, 2000, 3000],
-                      "val_dice": [0.2 + offset, 0.4 + offset, 0.45 + offset, 0.5 + offset, 0.48]}).to_csv(path)  # fmt: skip
+        pd.DataFrame(
+            {
+                "iteration": [1, 500, 1000, 2000, 3000],
+                "val_dice": [0.2 + offset, 0.4 + offset, 0.45 + offset, 0.5 + offset, 0.48],
+            }
+        ).to_csv(path)
         logs[label] = [str(path)]
-    rows = [{"method": "core", "variant": "default", "label": "CoRe"},
-            {"method": "bigalke", "variant": "default", "label": "Bigalke"}]  # fmt: skip
-    spec = {"artifacts": {"f": {"artifact": "f", "rows": rows,
-                                "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen"}]}}}  # fmt: skip
-    claim = {"artifact": "f", "datasets": ["abdomen"], "id": "g", "row": {"method": "core"},
-             "other": {"method": "bigalke"}}  # fmt: skip
+    rows = [
+        {"method": "core", "variant": "default", "label": "CoRe"},
+        {"method": "bigalke", "variant": "default", "label": "Bigalke"},
+    ]
+    spec = {
+        "artifacts": {
+            "f": {
+                "artifact": "f",
+                "rows": rows,
+                "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen"}],
+            }
+        }
+    }
+    claim = {
+        "artifact": "f",
+        "datasets": ["abdomen"],
+        "id": "g",
+        "row": {"method": "core"},
+        "other": {"method": "bigalke"},
+    }
     gap = evaluate({**claim, "kind": "curve_gap", "at": 1000, "paper": 6.12}, spec, None, logs, {})[
         0
     ]

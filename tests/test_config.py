@@ -221,6 +221,11 @@ def test_cpu_isa_pins_one_instruction_set_for_every_torch_step():
     if not cpuinfo.is_file() or "avx2" not in cpuinfo.read_text():
         pytest.skip("this CPU has no AVX2")
     code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
-    out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, **env},
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**__import__("os").environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.strip() == "AVX2"

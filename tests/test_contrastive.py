@@ -147,9 +147,22 @@ def test_cl_only_keeps_g_frozen_during_registration_training(tmp_path):
     root = tmp_path / "prep"
     generate_abdomen(root, "d", (32, 32, 32), (12.0, 12.0, 12.0), 3, 2, seed=3)
     data = load_data(load_manifest(root), list(range(1, 14)), 1)
-    p = deep_merge(ENGINE, {"contrastive": True, "contrastive_mode": "pretrain_frozen", "cl_pretrain_iters": 2,
-                            "stages": 1, "iters_per_stage": 3, "val_every": 3, "val_pairs": 1, "adam_iters": 3,
-                            "label_crop_border": 2, "cl_border": 1, "cl_num_samples": 40})  # fmt: skip
+    p = deep_merge(
+        ENGINE,
+        {
+            "contrastive": True,
+            "contrastive_mode": "pretrain_frozen",
+            "cl_pretrain_iters": 2,
+            "stages": 1,
+            "iters_per_stage": 3,
+            "val_every": 3,
+            "val_pairs": 1,
+            "adam_iters": 3,
+            "label_crop_border": 2,
+            "cl_border": 1,
+            "cl_num_samples": 40,
+        },
+    )
     snapshots = []
 
     class Spy(Trainer):
@@ -252,9 +265,22 @@ def test_listing1_training_is_deterministic_and_trains_g(tmp_path, views_mode, g
     root = tmp_path / "prep"
     generate_abdomen(root, "d", (32, 32, 32), (12.0, 12.0, 12.0), 3, 2, seed=3)
     data = load_data(load_manifest(root), list(range(1, 14)), 1)
-    p = deep_merge(ENGINE, {"contrastive": True, "cl_views": views_mode, "cl_view_b_grad": grad, "stages": 1,
-                            "iters_per_stage": 2, "val_every": 2, "val_pairs": 1, "adam_iters": 2,
-                            "label_crop_border": 2, "cl_border": 1, "cl_num_samples": 40})  # fmt: skip
+    p = deep_merge(
+        ENGINE,
+        {
+            "contrastive": True,
+            "cl_views": views_mode,
+            "cl_view_b_grad": grad,
+            "stages": 1,
+            "iters_per_stage": 2,
+            "val_every": 2,
+            "val_pairs": 1,
+            "adam_iters": 2,
+            "label_crop_border": 2,
+            "cl_border": 1,
+            "cl_num_samples": 40,
+        },
+    )
     runs = []
     for k in range(2):
         tr = Trainer(data, p, 0, torch.device("cpu"), tmp_path / f"m{k}", log=lambda *_: None)

@@ -38,8 +38,13 @@ def test_field_reproduces_the_tools_own_warps(ext):
     assert (np.rint(theirs).astype(np.uint8) == mine)[inside].mean() > 0.999
 
     def dice(a, b):
-        return np.mean([2 * ((a == k) & (b == k)).sum() / ((a == k).sum() + (b == k).sum()) for k in range(1, 14)
-                        if (a == k).any() and (b == k).any()])  # fmt: skip
+        return np.mean(
+            [
+                2 * ((a == k) & (b == k)).sum() / ((a == k).sum() + (b == k).sum())
+                for k in range(1, 14)
+                if (a == k).any() and (b == k).any()
+            ]
+        )
 
     assert dice(fixed_lab, warp_labels(moving_lab, disp)) > dice(fixed_lab, moving_lab) + 0.05
 

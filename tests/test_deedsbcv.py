@@ -23,8 +23,13 @@ from corereg.registration import make_method
 
 
 def dice(a, b):
-    return np.mean([2 * ((a == k) & (b == k)).sum() / ((a == k).sum() + (b == k).sum())
-                    for k in range(1, 14) if (a == k).any() and (b == k).any()])  # fmt: skip
+    return np.mean(
+        [
+            2 * ((a == k) & (b == k)).sum() / ((a == k).sum() + (b == k).sum())
+            for k in range(1, 14)
+            if (a == k).any() and (b == k).any()
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +83,32 @@ def test_axis_convention_on_a_known_shift(bin_dir):
 
 def test_the_workflow_builds_it_and_fills_the_deeds_row(source, tmp_path):
     override = tmp_path / "deedsbcv.yaml"
-    override.write_text(yaml.safe_dump({"methods": {"deeds": {"params": {
-        "implementation": "deedsbcv", "deedsbcv": {"source": str(source), "linear": False}}}}}))  # fmt: skip
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "methods": {
+                    "deeds": {
+                        "params": {
+                            "implementation": "deedsbcv",
+                            "deedsbcv": {"source": str(source), "linear": False},
+                        }
+                    }
+                }
+            }
+        )
+    )
     target = f"{tmp_path}/results/metrics/synth_abdomen/deeds/default/seed0/pairs.csv"
-    run_snakemake(target, "--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml",
-                  str(override), "--config", f"results={tmp_path}/results", f"data_root={tmp_path}/data")  # fmt: skip
+    run_snakemake(
+        target,
+        "--profile",
+        "profiles/demo",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        str(override),
+        "--config",
+        f"results={tmp_path}/results",
+        f"data_root={tmp_path}/data",
+    )
     build = tmp_path / "data/tools/deeds/deedsbcv"
     assert (build / "deedsBCV").is_file() and '"sha256_of_sources"' in (
         build / "build.json"
@@ -188,10 +214,26 @@ def test_config_switch_needs_a_source_and_wires_the_build(tmp_path):
     assert params["deedsbcv"]["bin_dir"] == plan.tool_build("deeds")
     # the DAG: one build job, which the DEEDs register jobs wait for
     override = tmp_path / "o.yaml"
-    override.write_text(yaml.safe_dump({"methods": {"deeds": {"params": {
-        "implementation": "deedsbcv", "deedsbcv": {"source": str(src)}}}}}))  # fmt: skip
-    proc = run_snakemake("-n", "--configfile", "config.yaml", str(override), "--config",
-                         f"results={tmp_path}/r", f"data_root={tmp_path}/d")  # fmt: skip
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "methods": {
+                    "deeds": {
+                        "params": {"implementation": "deedsbcv", "deedsbcv": {"source": str(src)}}
+                    }
+                }
+            }
+        )
+    )
+    proc = run_snakemake(
+        "-n",
+        "--configfile",
+        "config.yaml",
+        str(override),
+        "--config",
+        f"results={tmp_path}/r",
+        f"data_root={tmp_path}/d",
+    )
     assert "build_deedsbcv" in proc.stdout
     assert f"{tmp_path}/d/tools/deeds/deedsbcv" in proc.stdout
 

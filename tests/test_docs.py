@@ -19,8 +19,20 @@ def test_a_missing_description_is_reported():
     assert missing == ["engine.stages"]
 
 
-USER_FACING = ("README.md", "config.yaml", "Snakefile", "Makefile", "docs", "workflow", "src",
-               "envs", "profiles", "results/README.md", "benchmarks", "CITATION.cff")  # fmt: skip
+USER_FACING = (
+    "README.md",
+    "config.yaml",
+    "Snakefile",
+    "Makefile",
+    "docs",
+    "workflow",
+    "src",
+    "envs",
+    "profiles",
+    "results/README.md",
+    "benchmarks",
+    "CITATION.cff",
+)
 
 
 def user_facing_files():
@@ -93,11 +105,17 @@ def test_every_verb_and_option_has_help_text():
         for action in sub._actions:
             if action.dest != "help":
                 assert action.help, f"corereg {name} {action.option_strings or action.dest}"
-        out = subprocess.run([sys.executable, "-m", "corereg", name, "--help"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "corereg", name, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0 and "``" not in out.stdout and ":func:" not in out.stdout
-    top = subprocess.run([sys.executable, "-m", "corereg", "--help"], capture_output=True,
-                         text=True, timeout=120).stdout  # fmt: skip
+    top = subprocess.run(
+        [sys.executable, "-m", "corereg", "--help"], capture_output=True, text=True, timeout=120
+    ).stdout
     assert "``" not in top and all(v in top for v in verbs)
     register = verbs["register"].format_help()
     assert all(kind in register for kind in KINDS)
@@ -110,11 +128,21 @@ def test_plan_runs_outside_the_checkout_and_the_wheel_carries_the_schema(tmp_pat
 
     env_cwd = tmp_path / "elsewhere"
     env_cwd.mkdir()
-    out = subprocess.run([sys.executable, "-m", "corereg", "plan", "--config", str(ROOT / "config.yaml")],
-                         cwd=env_cwd, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "corereg", "plan", "--config", str(ROOT / "config.yaml")],
+        cwd=env_cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and "corereg plan:" in out.stdout, out.stderr
-    missing = subprocess.run([sys.executable, "-m", "corereg", "plan"], cwd=env_cwd,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    missing = subprocess.run(
+        [sys.executable, "-m", "corereg", "plan"],
+        cwd=env_cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 1 and "give --config PATH" in missing.stderr
     import shutil
 
@@ -130,8 +158,23 @@ def test_plan_runs_outside_the_checkout_and_the_wheel_carries_the_schema(tmp_pat
     )
     shutil.copytree(ROOT / "workflow" / "schemas", tree / "workflow" / "schemas")
     wheel_dir = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheel_dir), str(tree)], check=True, capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(tree),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     (wheel,) = wheel_dir.glob("corereg-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         schema = zf.read("corereg/config.schema.yaml").decode()

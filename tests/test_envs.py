@@ -57,8 +57,12 @@ def test_every_rule_env_exists():
             assert (smk.parent / rel).resolve().is_file(), f"{smk.name}: {rel}"
 
 
-EXTRA_OF_ENV = {"totalseg_v1": "totalseg-v1", "totalseg_v2": "totalseg-v2", "registration_tools": "baselines",
-                "unigradicon": "baselines"}  # fmt: skip
+EXTRA_OF_ENV = {
+    "totalseg_v1": "totalseg-v1",
+    "totalseg_v2": "totalseg-v2",
+    "registration_tools": "baselines",
+    "unigradicon": "baselines",
+}
 
 
 def pyproject_pins(extra: str | None) -> dict[str, str]:
@@ -115,8 +119,12 @@ def test_method_envs_hold_the_corereg_stack_and_their_tools():
     assert {"registration_tools", "unigradicon"} <= envs
     for stem in envs:
         env = yaml.safe_load((ROOT / "envs" / f"{stem}.yaml").read_text())
-        pip = {d.split("==")[0].lower().replace("_", "-"): d.split("==")[1]
-               for dep in env["dependencies"] if isinstance(dep, dict) for d in dep["pip"]}  # fmt: skip
+        pip = {
+            d.split("==")[0].lower().replace("_", "-"): d.split("==")[1]
+            for dep in env["dependencies"]
+            if isinstance(dep, dict)
+            for d in dep["pip"]
+        }
         assert {k: pip.get(k) for k in pins} == pins, stem
         script = ROOT / "envs" / f"{stem}.post-deploy.sh"
         if stem != "corereg":

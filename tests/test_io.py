@@ -122,8 +122,14 @@ def test_cli_mismatched_pair_and_bad_checkpoint(data, tmp_path):
     save_nifti(small, np.zeros((8, 8, 8), np.float32), np.eye(4))
     proc = register_one("initial", m.image_path("0001"), small, tmp_path / "d.nii.gz")
     assert proc.returncode == 1 and "differs from the fixed image" in proc.stderr
-    proc = register_one("convexadam", m.image_path("0001"), m.image_path("0002"), tmp_path / "d.nii.gz",
-                        "--checkpoint", tmp_path / "none.pt")  # fmt: skip
+    proc = register_one(
+        "convexadam",
+        m.image_path("0001"),
+        m.image_path("0002"),
+        tmp_path / "d.nii.gz",
+        "--checkpoint",
+        tmp_path / "none.pt",
+    )
     assert proc.returncode == 1 and "none.pt: checkpoint file does not exist" in proc.stderr
 
 
@@ -135,8 +141,19 @@ def test_evaluate_rejects_a_field_on_the_wrong_grid(data, tmp_path):
     save_nifti(fields / "disp_0003_0004.nii.gz", np.zeros((5, 5, 5, 3), np.float32), np.eye(4))
     spec = json.dumps({"dataset": "d", "method": "m", "variant": "default", "seed": 0})
     out = tmp_path / "pairs.csv"
-    proc = run_cli("evaluate", "--manifest", data, "--fields", fields, "--spec", spec,
-                   "--out-structures", tmp_path / "s.csv", "--out-pairs", out)  # fmt: skip
+    proc = run_cli(
+        "evaluate",
+        "--manifest",
+        data,
+        "--fields",
+        fields,
+        "--spec",
+        spec,
+        "--out-structures",
+        tmp_path / "s.csv",
+        "--out-pairs",
+        out,
+    )
     assert proc.returncode == 1
     assert (
         "disp_0003_0004.nii.gz: field grid (5, 5, 5) differs from the fixed image (24, 20, 28)"
@@ -146,9 +163,18 @@ def test_evaluate_rejects_a_field_on_the_wrong_grid(data, tmp_path):
 
 
 def test_manifest_with_unknown_case(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "format": "corereg-manifest/1", "dataset": "x", "shape": [2, 2, 2], "spacing": [1, 1, 1],
-        "labels": {"1": "a"}, "cases": [{"id": "0001", "image": "i.nii.gz", "split": "test"}],
-        "pairs": [{"fixed": "0001", "moving": "0009", "split": "test"}]}))  # fmt: skip
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "corereg-manifest/1",
+                "dataset": "x",
+                "shape": [2, 2, 2],
+                "spacing": [1, 1, 1],
+                "labels": {"1": "a"},
+                "cases": [{"id": "0001", "image": "i.nii.gz", "split": "test"}],
+                "pairs": [{"fixed": "0001", "moving": "0009", "split": "test"}],
+            }
+        )
+    )
     with pytest.raises(InputError, match="unknown case '0009'"):
         load_manifest(tmp_path)

@@ -22,12 +22,29 @@ from corereg.registration import make_method
 CPU = torch.device("cpu")
 # Short CPU schedules: the window of the phantoms' soft tissue and a larger learning rate.
 FAST = {
-    "voxelmorph": {"nb_features": [8, 16, 16, 16], "integration_steps": 5, "iterations": 60, "lr": 3e-3,
-                   "window": [-300, 300], "lambda_grad": 0.3, "val_every": 20, "ckpt_every": 20},
-    "lapirn": {"channels": 4, "n_res": 1, "level_iterations": [30, 30, 30], "freeze_iters": 5, "lr": 3e-3,
-               "window": [-300, 300], "lambda_smooth": 0.3, "ncc_window": [5, 7, 9], "val_every": 20,
-               "ckpt_every": 20},
-}  # fmt: skip
+    "voxelmorph": {
+        "nb_features": [8, 16, 16, 16],
+        "integration_steps": 5,
+        "iterations": 60,
+        "lr": 3e-3,
+        "window": [-300, 300],
+        "lambda_grad": 0.3,
+        "val_every": 20,
+        "ckpt_every": 20,
+    },
+    "lapirn": {
+        "channels": 4,
+        "n_res": 1,
+        "level_iterations": [30, 30, 30],
+        "freeze_iters": 5,
+        "lr": 3e-3,
+        "window": [-300, 300],
+        "lambda_smooth": 0.3,
+        "ncc_window": [5, 7, 9],
+        "val_every": 20,
+        "ckpt_every": 20,
+    },
+}
 # VoxelMorph learns from 15 pairs and is scored on held-out pairs; LapIRN's three-level
 # schedule needs a few hundred iterations to generalise (+10.6 Dice points on held-out
 # pairs after 100/100/400, about 1.0 after 30/30/30: benchmarks/learned_baselines.py), more
@@ -46,8 +63,12 @@ def sets(tmp_path_factory):
 
 
 def spec(kind, **over):
-    return {"kind": kind, "params": {**FAST[kind], **over}, "seed": 3,
-            "dataset": {"eval_labels": list(range(1, 14))}}  # fmt: skip
+    return {
+        "kind": kind,
+        "params": {**FAST[kind], **over},
+        "seed": 3,
+        "dataset": {"eval_labels": list(range(1, 14))},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +97,11 @@ def test_voxel_warp_is_the_learn2reg_warp():
     labels = ndimage.zoom(rng.integers(0, 6, (8, 8, 10)), 4, order=0).astype(np.uint8)
     disp = random_field(labels.shape, 60.0)
     assert np.abs(disp).max() > 2
-    ours = learned.voxel_warp(torch.from_numpy(labels.astype(np.float32))[None, None],
-                              torch.from_numpy(disp).permute(3, 0, 1, 2)[None], mode="nearest")  # fmt: skip
+    ours = learned.voxel_warp(
+        torch.from_numpy(labels.astype(np.float32))[None, None],
+        torch.from_numpy(disp).permute(3, 0, 1, 2)[None],
+        mode="nearest",
+    )
     ref = warp_labels(labels, disp)
     agree = ours[0, 0].numpy().astype(np.uint8) == ref
     # The two differ only for points less than half a voxel outside the grid, which
@@ -99,8 +123,10 @@ def test_voxelmorph_field_reproduces_the_packages_own_warp(sets, trained):
     disp = method.register(fixed, moving)
     assert disp.shape == (*data.shape, 3) and np.abs(disp).max() > 0.5
     lab = data.load_labels(pair["moving"])
-    theirs = method.net.own_warp(torch.from_numpy(lab.astype(np.float32))[None, None],
-                                 torch.from_numpy(disp).permute(3, 0, 1, 2)[None])  # fmt: skip
+    theirs = method.net.own_warp(
+        torch.from_numpy(lab.astype(np.float32))[None, None],
+        torch.from_numpy(disp).permute(3, 0, 1, 2)[None],
+    )
     assert (theirs[0, 0].numpy().astype(np.uint8) == warp_labels(lab, disp)).mean() > 0.999
 
 
@@ -142,12 +168,18 @@ def test_lapirn_trains_its_levels_progressively():
 def test_resume_after_a_killed_job_gives_identical_weights(sets, trained, tmp_path, kind):
     data = sets[kind]
     out = tmp_path / "killed"
-    code = ("import json, sys, torch; from corereg.data.manifest import load_manifest; "
-            "from corereg.baselines.learned import train; "
-            f"train(load_manifest({str(data.root)!r}), json.loads(sys.argv[1]), torch.device('cpu'), {str(out)!r})")  # fmt: skip
+    code = (
+        "import json, sys, torch; from corereg.data.manifest import load_manifest; "
+        "from corereg.baselines.learned import train; "
+        f"train(load_manifest({str(data.root)!r}), json.loads(sys.argv[1]), torch.device('cpu'), {str(out)!r})"
+    )
     env = {**os.environ, "CORE_TEST_STOP_AFTER_ITER": "20", "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec(kind))], env=env, capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec(kind))],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "stopped after iteration 20" in proc.stderr + proc.stdout
     assert (out / "checkpoint.pt").is_file() and not (out / "final.pt").exists()
     resumed = learned.train(data, spec(kind), CPU, out, log=lambda *_: None)

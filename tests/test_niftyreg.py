@@ -49,9 +49,23 @@ def test_field_reproduces_niftyregs_own_warped_labels(tool, tmp_path):
     # NiftyReg's own resampling of the moving labels with its control-point grid
     nib.save(nib.Nifti1Image(fixed.astype(np.float32), affine), tmp_path / "f.nii.gz")
     nib.save(nib.Nifti1Image(moving_lab.astype(np.float32), affine), tmp_path / "ml.nii.gz")
-    subprocess.run([str(tool / "reg_resample"), "-ref", str(tmp_path / "f.nii.gz"), "-flo", str(tmp_path / "ml.nii.gz"),
-                    "-trans", str(method.last_cpp), "-inter", "0", "-res", str(tmp_path / "w.nii.gz")],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(tool / "reg_resample"),
+            "-ref",
+            str(tmp_path / "f.nii.gz"),
+            "-flo",
+            str(tmp_path / "ml.nii.gz"),
+            "-trans",
+            str(method.last_cpp),
+            "-inter",
+            "0",
+            "-res",
+            str(tmp_path / "w.nii.gz"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     theirs = np.rint(np.asarray(nib.load(tmp_path / "w.nii.gz").dataobj)).astype(np.uint8)
     ours = warp_labels(moving_lab, disp)
     # Where the field samples inside the moving grid both must agree (> 99.9 %); the only
@@ -65,7 +79,12 @@ def test_field_reproduces_niftyregs_own_warped_labels(tool, tmp_path):
     assert (theirs == ours).mean() > 0.99
 
     def dice(a, b):
-        return np.mean([2 * ((a == k) & (b == k)).sum() / ((a == k).sum() + (b == k).sum()) for k in range(1, 14)
-                        if (a == k).any() and (b == k).any()])  # fmt: skip
+        return np.mean(
+            [
+                2 * ((a == k) & (b == k)).sum() / ((a == k).sum() + (b == k).sum())
+                for k in range(1, 14)
+                if (a == k).any() and (b == k).any()
+            ]
+        )
 
     assert dice(fixed_lab, ours) > dice(fixed_lab, moving_lab) + 0.05  # and it registered

@@ -15,8 +15,14 @@ from corereg.report.tables import build_table, to_markdown
 
 def cli(*args, shim):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT / "src")])}
-    return subprocess.run([sys.executable, "-m", "corereg", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "corereg", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_absent_tool_reaches_the_table_with_its_reason(tmp_path):
@@ -31,36 +37,104 @@ def test_absent_tool_reaches_the_table_with_its_reason(tmp_path):
     spec = json.dumps({"kind": "voxelmorph", "params": {"iterations": 2}, "seed": 0, "dataset": {}})
 
     # strict: one clear line naming the install command, nothing written
-    proc = cli("train", "--data", data, "--method", "voxelmorph", "--spec", spec, "--out", tmp_path / "m0",
-               "--if-missing", "fail", shim=shim.parent)  # fmt: skip
+    proc = cli(
+        "train",
+        "--data",
+        data,
+        "--method",
+        "voxelmorph",
+        "--spec",
+        spec,
+        "--out",
+        tmp_path / "m0",
+        "--if-missing",
+        "fail",
+        shim=shim.parent,
+    )
     assert proc.returncode == 1 and "pip install voxelmorph==0.3.4" in proc.stderr
     assert not (tmp_path / "m0" / "final.pt").exists()
 
     # report: train -> register -> evaluate carry the reason
     model = tmp_path / "m"
-    proc = cli("train", "--data", data, "--method", "voxelmorph", "--spec", spec, "--out", model,
-               "--if-missing", "report", shim=shim.parent)  # fmt: skip
+    proc = cli(
+        "train",
+        "--data",
+        data,
+        "--method",
+        "voxelmorph",
+        "--spec",
+        spec,
+        "--out",
+        model,
+        "--if-missing",
+        "report",
+        shim=shim.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "simulated" in torch.load(model / "final.pt", weights_only=False)["not_run"]
     fields = tmp_path / "fields"
-    proc = cli("register", "--method", "voxelmorph", "--manifest", data, "--out-dir", fields, "--checkpoint",
-               model / "final.pt", "--if-missing", "report", shim=shim.parent)  # fmt: skip
+    proc = cli(
+        "register",
+        "--method",
+        "voxelmorph",
+        "--manifest",
+        data,
+        "--out-dir",
+        fields,
+        "--checkpoint",
+        model / "final.pt",
+        "--if-missing",
+        "report",
+        shim=shim.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in fields.iterdir()) == [".corereg-output", "not_run.json"]
     ev = json.dumps({"dataset": "abd", "method": "voxelmorph", "variant": "default", "seed": 0})
-    proc = cli("evaluate", "--manifest", data, "--fields", fields, "--spec", ev, "--out-structures",
-               tmp_path / "s.csv", "--out-pairs", tmp_path / "p.csv", shim=shim.parent)  # fmt: skip
+    proc = cli(
+        "evaluate",
+        "--manifest",
+        data,
+        "--fields",
+        fields,
+        "--spec",
+        ev,
+        "--out-structures",
+        tmp_path / "s.csv",
+        "--out-pairs",
+        tmp_path / "p.csv",
+        shim=shim.parent,
+    )
     assert proc.returncode == 0, proc.stderr
     pairs = pd.read_csv(tmp_path / "p.csv")
     assert len(pairs) == 1 and "simulated" in pairs.not_run[0]
 
-    ok = pd.DataFrame({"dataset": "abd", "method": "initial", "variant": "default", "seed": 0, "fixed": ["0003"],
-                       "moving": ["0004"], "dice": 0.3, "n_structures": 2, "hd95": 5.0, "sdlogj_l2r": 0.0, "seconds": 0.01,
-                       "device": "cpu"})  # fmt: skip
-    spec_t = {"artifact": "t", "title": "T", "sdlogj": "sdlogj_l2r", "reference": None,
-              "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": True}],
-              "rows": [{"method": "initial", "variant": "default", "label": "Initial"},
-                       {"method": "voxelmorph", "variant": "default", "label": "VoxelMorph"}]}  # fmt: skip
+    ok = pd.DataFrame(
+        {
+            "dataset": "abd",
+            "method": "initial",
+            "variant": "default",
+            "seed": 0,
+            "fixed": ["0003"],
+            "moving": ["0004"],
+            "dice": 0.3,
+            "n_structures": 2,
+            "hd95": 5.0,
+            "sdlogj_l2r": 0.0,
+            "seconds": 0.01,
+            "device": "cpu",
+        }
+    )
+    spec_t = {
+        "artifact": "t",
+        "title": "T",
+        "sdlogj": "sdlogj_l2r",
+        "reference": None,
+        "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": True}],
+        "rows": [
+            {"method": "initial", "variant": "default", "label": "Initial"},
+            {"method": "voxelmorph", "variant": "default", "label": "VoxelMorph"},
+        ],
+    }
     table = build_table(spec_t, pd.concat([ok, pairs], ignore_index=True))
     row = table[table.method == "voxelmorph"].iloc[0]
     assert (

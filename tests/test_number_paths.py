@@ -20,8 +20,17 @@ from corereg.training.augment import affine_grid, augment_image, draw_affines
 from corereg.training.selftrain import Trainer, load_data, train
 
 ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
-SMALL = {"contrastive": False, "stages": 2, "iters_per_stage": 2, "val_every": 2, "val_pairs": 1,
-         "adam_iters": 4, "label_crop_border": 2, "cl_border": 1, "cl_num_samples": 50}  # fmt: skip
+SMALL = {
+    "contrastive": False,
+    "stages": 2,
+    "iters_per_stage": 2,
+    "val_every": 2,
+    "val_pairs": 1,
+    "adam_iters": 4,
+    "label_crop_border": 2,
+    "cl_border": 1,
+    "cl_num_samples": 50,
+}
 CPU = torch.device("cpu")
 
 
@@ -72,8 +81,11 @@ def data(tmp_path_factory):
 def random_net_checkpoint(data, tmp_path_factory):
     """The stage-0 random network (the 'untrained' row) as a checkpoint."""
     out = tmp_path_factory.mktemp("untrained")
-    spec = {"params": deep_merge(ENGINE, {**SMALL, "stages": 0}), "seed": 1,
-            "dataset": {"eval_labels": list(range(1, 14)), "clamp_eval": [-0.4, 0.6]}}  # fmt: skip
+    spec = {
+        "params": deep_merge(ENGINE, {**SMALL, "stages": 0}),
+        "seed": 1,
+        "dataset": {"eval_labels": list(range(1, 14)), "clamp_eval": [-0.4, 0.6]},
+    }
     return train(data, spec, CPU, out, log=lambda *_: None)
 
 
@@ -94,8 +106,14 @@ def engine_run(data, checkpoint, **params):
 
 
 def test_engine_search_that_misses_its_band_says_so(data, random_net_checkpoint, capsys):
-    rows, saved = engine_run(data, random_net_checkpoint, sdlogj_band=[5.0, 6.0],
-                             reg_fac_max_rounds=2, reg_fac_start=10.0, reg_fac_step=2.5)  # fmt: skip
+    rows, saved = engine_run(
+        data,
+        random_net_checkpoint,
+        sdlogj_band=[5.0, 6.0],
+        reg_fac_max_rounds=2,
+        reg_fac_start=10.0,
+        reg_fac_step=2.5,
+    )
     assert (rows.reg_fac_status == "out_of_band").all() and (rows.reg_fac == 7.5).all()
     assert "did not reach the SDlogJ band" in capsys.readouterr().out
     assert len(saved) == 2 and all(np.isfinite(d).all() for d in saved.values())
@@ -109,8 +127,10 @@ def test_test_adam_false_writes_the_network_field(data, random_net_checkpoint):
     net, ckpt = network.load_checkpoint(random_net_checkpoint, CPU)
     p = {**ckpt["params"], "adam_iters": 5}
     pair = data.pairs("test")[0]
-    fx, mv = (prepare_input(torch.from_numpy(data.load_image(k)[0])[None, None], p, [-0.4, 0.6])
-              for k in (pair["fixed"], pair["moving"]))  # fmt: skip
+    fx, mv = (
+        prepare_input(torch.from_numpy(data.load_image(k)[0])[None, None], p, [-0.4, 0.6])
+        for k in (pair["fixed"], pair["moving"])
+    )
     expected = to_voxels(network_field(net, fx, mv, p, True, [-0.4, 0.6])).numpy()
     np.testing.assert_allclose(saved[(pair["fixed"], pair["moving"])], expected, atol=1e-6)
 

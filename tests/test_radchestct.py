@@ -71,9 +71,16 @@ def _csv(path, header, rows):
 @pytest.fixture
 def metadata(tmp_path):
     # patients: A 1 scan, B 2 scans, C 3 scans, D 2 scans of which one is not released, E..J 2 scans each
-    rows = [("trn00001.npz", "trn00001", "A"), ("trn00002.npz", "trn00002", "B"), ("trn00003.npz", "trn00003", "B"),
-            ("trn00006.npz", "trn00006", "C"), ("trn00004.npz", "trn00004", "C"), ("trn00005.npz", "trn00005", "C"),
-            ("val00001.npz", "val00001", "D"), ("val00002.npz", "val00002", "D")]  # fmt: skip
+    rows = [
+        ("trn00001.npz", "trn00001", "A"),
+        ("trn00002.npz", "trn00002", "B"),
+        ("trn00003.npz", "trn00003", "B"),
+        ("trn00006.npz", "trn00006", "C"),
+        ("trn00004.npz", "trn00004", "C"),
+        ("trn00005.npz", "trn00005", "C"),
+        ("val00001.npz", "val00001", "D"),
+        ("val00002.npz", "val00002", "D"),
+    ]
     for k, p in enumerate("EFGHIJ"):
         rows += [
             (f"tst{2 * k:05d}.npz", f"tst{2 * k:05d}", p),
@@ -89,7 +96,9 @@ def test_pairs_follow_the_documented_rule(metadata):
     meta, summary = metadata
     first = rc.longitudinal_pairs(meta, summary, "first_two")
     assert {(p["patient"], p["fixed"], p["moving"]) for p in first if p["patient"] in "ABCD"} == {
-        ("B", "trn00002", "trn00003"), ("C", "trn00004", "trn00005")}  # fmt: skip
+        ("B", "trn00002", "trn00003"),
+        ("C", "trn00004", "trn00005"),
+    }
     assert len(first) == 8  # A has one scan, D one released scan
     assert len(rc.longitudinal_pairs(meta, summary, "consecutive")) == 9
     assert len(rc.longitudinal_pairs(meta, summary, "all")) == 10
@@ -143,9 +152,18 @@ def test_real_rules_download_only_the_paired_scans_and_convert_them(
 
     with LoopbackServer() as srv:
         _zenodo_fixture(srv, tmp_path, metadata)
-        source = {"kind": "radchestct", "record": "6406114", "api": f"{srv.url}/api", "token_env": "CORE_TEST_TOKEN",
-                  "n_pairs": 8, "n_train_pairs": 5, "n_test_pairs": 3, "pair_rule": "first_two",
-                  "split": "seeded", "seed": 3}  # fmt: skip
+        source = {
+            "kind": "radchestct",
+            "record": "6406114",
+            "api": f"{srv.url}/api",
+            "token_env": "CORE_TEST_TOKEN",
+            "n_pairs": 8,
+            "n_train_pairs": 5,
+            "n_test_pairs": 3,
+            "pair_rule": "first_two",
+            "split": "seeded",
+            "seed": 3,
+        }
         monkeypatch.delenv("CORE_TEST_TOKEN", raising=False)
         with pytest.raises(DownloadError, match="CORE_TEST_TOKEN is not set"):
             rc.fetch(source, tmp_path / "x" / "raw", log=lambda *_: None)
@@ -153,11 +171,22 @@ def test_real_rules_download_only_the_paired_scans_and_convert_them(
         with pytest.raises(DownloadError, match=r"35747.csv: access not granted .*\(HTTP 403\)"):
             rc.fetch(source, tmp_path / "x" / "raw", log=lambda *_: None)
         monkeypatch.setenv("CORE_TEST_TOKEN", TOKEN)
-        override = {"results": str(tmp_path / "results"), "data_root": str(tmp_path / "data"),
-                    "datasets": {"radchest": {"shape": [32, 32, 32], "spacing": [1.5, 1.5, 1.5], "source": source}}}  # fmt: skip
+        override = {
+            "results": str(tmp_path / "results"),
+            "data_root": str(tmp_path / "data"),
+            "datasets": {
+                "radchest": {"shape": [32, 32, 32], "spacing": [1.5, 1.5, 1.5], "source": source}
+            },
+        }
         (tmp_path / "o.yaml").write_text(yaml.safe_dump(override))
-        run_snakemake(str(tmp_path / "data/radchest/convert"), "--profile", "profiles/demo", "--configfile",
-                      "workflow/presets/tiny.yaml", str(tmp_path / "o.yaml"))  # fmt: skip
+        run_snakemake(
+            str(tmp_path / "data/radchest/convert"),
+            "--profile",
+            "profiles/demo",
+            "--configfile",
+            "workflow/presets/tiny.yaml",
+            str(tmp_path / "o.yaml"),
+        )
         fetched = {path for path, f in srv.files.items() if any(code == 200 for _, code in f.hits)}
     pairs = list(csv.DictReader(open(tmp_path / "data/radchest/convert/pairs.csv")))
     assert len(pairs) == 8 and {p["split"] for p in pairs} == {"train", "test"}
@@ -191,8 +220,14 @@ def test_real_rules_download_only_the_paired_scans_and_convert_them(
     override["artifacts"] = {"table1": {"datasets": ["radchest"]}}
     override["methods"] = {"core": {"enabled": False}, "convexadam": {"enabled": False}}
     (tmp_path / "o.yaml").write_text(yaml.safe_dump(override))
-    run_snakemake("table1", "--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml",
-                  str(tmp_path / "o.yaml"))  # fmt: skip
+    run_snakemake(
+        "table1",
+        "--profile",
+        "profiles/demo",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        str(tmp_path / "o.yaml"),
+    )
     from corereg.data.manifest import load_manifest
 
     m = load_manifest(tmp_path / "data/radchest/prepared")

@@ -65,8 +65,21 @@ def test_cli_one_pair_writes_a_learn2reg_field(tmp_path):
     save_nifti(tmp_path / "m.nii.gz", moving, aff)
     out = tmp_path / "disp_0001_0002.nii.gz"
     params = json.dumps({"grid_sp": 4, "disp_hw": 3, "selected_niter": 30})
-    proc = run_cli("register", "--method", "convexadam", "--params", params, "--fixed", tmp_path / "f.nii.gz",
-                   "--moving", tmp_path / "m.nii.gz", "--out", out, "--device", "cpu")  # fmt: skip
+    proc = run_cli(
+        "register",
+        "--method",
+        "convexadam",
+        "--params",
+        params,
+        "--fixed",
+        tmp_path / "f.nii.gz",
+        "--moving",
+        tmp_path / "m.nii.gz",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["seconds"] > 0 and report["device"].startswith("cpu")

@@ -20,15 +20,25 @@ def chromium() -> str | None:
         return None
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env,
-                   capture_output=True, timeout=900)  # fmt: skip
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        env=env,
+        capture_output=True,
+        timeout=900,
+    )
     return shutil.which("chromium")
 
 
 def test_report_holds_every_table_figure_and_the_provenance(tiny_run):
     page = (tiny_run / "results" / "report" / "index.html").read_text()
-    for title in ("Table 1: comparison", "Table 2: loss ablation", "Table 3: augmentation",
-                  "Figure 3", "Figure 4a", "Figure 4b"):  # fmt: skip
+    for title in (
+        "Table 1: comparison",
+        "Table 2: loss ablation",
+        "Table 3: augmentation",
+        "Figure 3",
+        "Figure 4a",
+        "Figure 4b",
+    ):
         assert title in page, title
     assert page.count("data:image/png;base64,") == 3
     # paper column, our value, the difference and the p-values come from the tables
@@ -57,9 +67,17 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     if browser is None:
         pytest.skip("no Chromium and it cannot be installed here (needs root and apt-get)")
     page = tiny_run / "results" / "report" / "index.html"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
-           page.as_uri()]  # fmt: skip
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
     total = re.search(r'data-images-total="(\d+)"', dom)
     rendered = re.search(r'data-images-rendered="(\d+)"', dom)
@@ -68,9 +86,20 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     assert int(total.group(1)) == 3 and int(rendered.group(1)) == 3  # every figure decoded
     assert int(tables.group(1)) >= 6  # Tables 1 and 3 have two dataset blocks each in tiny
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p2'}",
-                    f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
-                   capture_output=True, timeout=180)  # fmt: skip
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'p2'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=180,
+    )
     assert shot.is_file() and shot.stat().st_size > 20_000  # a page with content, not a blank one
 
 
@@ -105,9 +134,17 @@ def test_snakemakes_own_report_holds_every_table_and_figure_with_its_caption(tin
     from conftest import run_snakemake
 
     out = tmp_path / "report.zip"
-    run_snakemake("--report", str(out), "--profile", "profiles/demo", "--configfile",
-                  "workflow/presets/tiny.yaml", "--config", f"results={tiny_run}/results",
-                  f"data_root={tiny_run}/data")  # fmt: skip
+    run_snakemake(
+        "--report",
+        str(out),
+        "--profile",
+        "profiles/demo",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        "--config",
+        f"results={tiny_run}/results",
+        f"data_root={tiny_run}/data",
+    )
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
         text = "\n".join(

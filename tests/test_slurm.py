@@ -35,8 +35,22 @@ def cluster(tmp_path_factory):
 
 def test_cluster_grants_gpus_only_when_asked(cluster):
     def run(*args):
-        return subprocess.run(["srun", "-p", PARTITION, "-t", "1", *args, "bash", "-c", "echo ${CUDA_VISIBLE_DEVICES-unset}"],
-                              capture_output=True, text=True, timeout=60).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            [
+                "srun",
+                "-p",
+                PARTITION,
+                "-t",
+                "1",
+                *args,
+                "bash",
+                "-c",
+                "echo ${CUDA_VISIBLE_DEVICES-unset}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
 
     assert run("--gpus=1") in ("0", "1")
     assert run() == "unset"
@@ -54,9 +68,25 @@ def test_tiny_preset_through_the_slurm_profile(cluster, tmp_path):
     (profile / "config.yaml").write_text(yaml.safe_dump(cfg))
     res = tmp_path / "results"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = ["timeout", "-s", "INT", "-k", "30", "1200", str(BIN / "snakemake"), "--profile", str(profile),
-           "--configfile", "workflow/presets/tiny.yaml", "tests/slurm/override.yaml",
-           "--config", f"results={res}", f"data_root={tmp_path / 'data'}", "--jobs", "4"]  # fmt: skip
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "1200",
+        str(BIN / "snakemake"),
+        "--profile",
+        str(profile),
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        "tests/slurm/override.yaml",
+        "--config",
+        f"results={res}",
+        f"data_root={tmp_path / 'data'}",
+        "--jobs",
+        "4",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1300)
     assert proc.returncode == 0, (
         f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{cluster.log_tail()}"
@@ -78,8 +108,15 @@ def test_tiny_preset_through_the_slurm_profile(cluster, tmp_path):
             if not any(m in p.as_posix() for m in cpu_methods)
         ),
     ]
-    cpu_logs = [*(logs / "prepare").rglob("*.log"), *(logs / "evaluate").rglob("*.log"),
-                *(p for p in (logs / "register").rglob("*.log") if any(m in p.as_posix() for m in cpu_methods))]  # fmt: skip
+    cpu_logs = [
+        *(logs / "prepare").rglob("*.log"),
+        *(logs / "evaluate").rglob("*.log"),
+        *(
+            p
+            for p in (logs / "register").rglob("*.log")
+            if any(m in p.as_posix() for m in cpu_methods)
+        ),
+    ]
     assert len(gpu_logs) >= 15 and len(cpu_logs) >= 8
     for log in gpu_logs:
         head = log.read_text().splitlines()[0]

@@ -80,8 +80,12 @@ def test_checksum_mismatch_removes_the_file(server, tmp_path):
 def test_access_errors_are_one_clear_message_without_the_token(server, tmp_path):
     server.add("/restricted.npz", DATA, token=TOKEN)
     with pytest.raises(DownloadError, match=r"access not granted.*HTTP 403") as err:
-        download(f"{server.url}/restricted.npz?token={TOKEN}", tmp_path / "r.npz", token="wrong-" + TOKEN,
-                 log=lambda *_: None)  # fmt: skip
+        download(
+            f"{server.url}/restricted.npz?token={TOKEN}",
+            tmp_path / "r.npz",
+            token="wrong-" + TOKEN,
+            log=lambda *_: None,
+        )
     assert TOKEN not in str(err.value)
     with pytest.raises(DownloadError, match=r"not found.*HTTP 404"):
         download(f"{server.url}/missing.npz", tmp_path / "m.npz", log=lambda *_: None)
@@ -94,8 +98,14 @@ def test_access_errors_are_one_clear_message_without_the_token(server, tmp_path)
 
 def test_unreachable_host_gives_up_after_retries(tmp_path):
     with pytest.raises(DownloadError, match=r"failed after 2 retries.*rerun to resume"):
-        download("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", retries=2, backoff=0.01, timeout=2,
-                 log=lambda *_: None)  # fmt: skip
+        download(
+            "http://127.0.0.1:9/x.zip",
+            tmp_path / "x.zip",
+            retries=2,
+            backoff=0.01,
+            timeout=2,
+            log=lambda *_: None,
+        )
 
 
 def test_checksum_lock_records_the_first_download_and_guards_later_ones(server, tmp_path):
@@ -108,8 +118,12 @@ def test_checksum_lock_records_the_first_download_and_guards_later_ones(server, 
     }
     server.files["/L.zip"].corrupt = True  # the host now serves different bytes
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        download(f"{server.url}/L.zip", tmp_path / "d2" / "L.zip", lock=ChecksumLock(lock.path),
-                 log=lambda *_: None)  # fmt: skip
+        download(
+            f"{server.url}/L.zip",
+            tmp_path / "d2" / "L.zip",
+            lock=ChecksumLock(lock.path),
+            log=lambda *_: None,
+        )
 
 
 def test_zenodo_records_api_lists_files_with_md5(server):

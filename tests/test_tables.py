@@ -34,12 +34,25 @@ SPEC = {
 
 def metrics(method, dice, seed=0):
     n = len(dice)
-    return pd.DataFrame({
-        "dataset": "abd", "method": method, "variant": "default", "seed": seed,
-        "fixed": [f"{i:04d}" for i in range(n)], "moving": [f"{i + 1:04d}" for i in range(n)],
-        "dice": dice, "n_structures": 13, "hd95": 5.0, "sdlogj_l2r": 0.1, "sdlogj_std": 0.2,
-        "sdlogj_code": 0.05, "neg_jac_percent": 0.5, "seconds": 1.5, "device": "cpu:2threads",
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "dataset": "abd",
+            "method": method,
+            "variant": "default",
+            "seed": seed,
+            "fixed": [f"{i:04d}" for i in range(n)],
+            "moving": [f"{i + 1:04d}" for i in range(n)],
+            "dice": dice,
+            "n_structures": 13,
+            "hd95": 5.0,
+            "sdlogj_l2r": 0.1,
+            "sdlogj_std": 0.2,
+            "sdlogj_code": 0.05,
+            "neg_jac_percent": 0.5,
+            "seconds": 1.5,
+            "device": "cpu:2threads",
+        }
+    )
 
 
 def test_statistics_p_values_and_not_run_rows():
@@ -116,8 +129,14 @@ def test_pooled_dice_is_the_released_codes_mean_with_a_missing_label():
         _, summary = evaluate_pair(fixed, moving, zero, [1, 2, 3], (2.0, 2.0, 2.0))
         rows.append({"fixed": name, "moving": "m", **summary})
     assert [r["n_structures"] for r in rows] == [3, 2]
-    base = {"dataset": "abd", "method": "core", "variant": "default", "seed": 0,
-            "seconds": 1.0, "device": "cpu"}  # fmt: skip
+    base = {
+        "dataset": "abd",
+        "method": "core",
+        "variant": "default",
+        "seed": 0,
+        "seconds": 1.0,
+        "device": "cpu",
+    }
     df = pd.DataFrame([{**base, **r} for r in rows])
     pooled = (2 / 3 + 1 + 1 + 1 + 1) / 5 * 100
     pair_mean = ((2 / 3 + 1 + 1) / 3 + 1) / 2 * 100
@@ -143,18 +162,23 @@ def test_pooled_dice_is_the_released_codes_mean_with_a_missing_label():
 def test_holm_over_several_comparisons_and_every_metric_column():
     rng = np.random.default_rng(3)
     ref = rng.uniform(0.5, 0.6, 8)
-    spec = {**SPEC, "rows": [
-        {"method": "initial", "variant": "default", "label": "Initial"},
-        {"method": "deeds", "variant": "default", "label": "DEEDs"},
-        {"method": "niftyreg", "variant": "default", "label": "NiftyReg"},
-        {"method": "core", "variant": "default", "label": "CoRe"},
-    ]}  # fmt: skip
-    df = pd.concat([
-        metrics("core", ref),
-        metrics("initial", ref - 0.2),
-        metrics("deeds", ref - rng.uniform(-0.01, 0.03, 8)),
-        metrics("niftyreg", ref + np.r_[0.01, -0.01, 0.02, -0.02, 0.0, 0.03, -0.03, 0.01]),
-    ])  # fmt: skip
+    spec = {
+        **SPEC,
+        "rows": [
+            {"method": "initial", "variant": "default", "label": "Initial"},
+            {"method": "deeds", "variant": "default", "label": "DEEDs"},
+            {"method": "niftyreg", "variant": "default", "label": "NiftyReg"},
+            {"method": "core", "variant": "default", "label": "CoRe"},
+        ],
+    }
+    df = pd.concat(
+        [
+            metrics("core", ref),
+            metrics("initial", ref - 0.2),
+            metrics("deeds", ref - rng.uniform(-0.01, 0.03, 8)),
+            metrics("niftyreg", ref + np.r_[0.01, -0.01, 0.02, -0.02, 0.0, 0.03, -0.03, 0.01]),
+        ]
+    )
     t = build_table(spec, df)
     from corereg.stats import holm
 

@@ -18,8 +18,15 @@ from corereg.plan import deep_merge
 from corereg.training.selftrain import cosine_lr, difficulty, rank_weights, registration_loss, train
 
 ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
-SMALL = {"contrastive": False, "stages": 2, "iters_per_stage": 2, "val_every": 2, "val_pairs": 1,
-         "adam_iters": 4, "label_crop_border": 2}  # fmt: skip
+SMALL = {
+    "contrastive": False,
+    "stages": 2,
+    "iters_per_stage": 2,
+    "val_every": 2,
+    "val_pairs": 1,
+    "adam_iters": 4,
+    "label_crop_border": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +37,11 @@ def data(tmp_path_factory):
 
 
 def spec(**over):
-    return {"params": deep_merge(ENGINE, {**SMALL, **over}), "seed": 7,
-            "dataset": {"eval_labels": list(range(1, 14)), "clamp_eval": [-0.4, 0.6]}}  # fmt: skip
+    return {
+        "params": deep_merge(ENGINE, {**SMALL, **over}),
+        "seed": 7,
+        "dataset": {"eval_labels": list(range(1, 14)), "clamp_eval": [-0.4, 0.6]},
+    }
 
 
 def test_registration_loss_known_values():
@@ -92,9 +102,11 @@ def test_training_is_deterministic_and_logs_validation(data, tmp_path):
 def test_resume_after_a_killed_job_gives_identical_weights(data, tmp_path):
     ref = train(data, spec(), torch.device("cpu"), tmp_path / "ref", log=lambda *_: None)
     out = tmp_path / "killed"
-    code = ("import json, sys, torch; from corereg.data.manifest import load_manifest; "
-            "from corereg.training.selftrain import train; "
-            f"train(load_manifest({str(data.root)!r}), json.loads(sys.argv[1]), torch.device('cpu'), {str(out)!r})")  # fmt: skip
+    code = (
+        "import json, sys, torch; from corereg.data.manifest import load_manifest; "
+        "from corereg.training.selftrain import train; "
+        f"train(load_manifest({str(data.root)!r}), json.loads(sys.argv[1]), torch.device('cpu'), {str(out)!r})"
+    )
     import json
 
     env = {**os.environ, "CORE_TEST_STOP_AFTER_STAGE": "1", "PYTHONPATH": str(ROOT / "src")}

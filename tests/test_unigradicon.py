@@ -28,8 +28,9 @@ def test_real_path_on_random_weights_reproduces_itks_own_warp(weights):
     shape, spacing = (32, 32, 40), (12.0, 12.0, 12.0)
     fixed, _ = render_abdomen(shape, spacing, np.random.default_rng(1), 12.0)
     moving, moving_lab = render_abdomen(shape, spacing, np.random.default_rng(2), 12.0)
-    method = ugi.UniGradICON({"weights": str(weights), "input_shape": INPUT, "io_iterations": 0},
-                             torch.device("cpu"))  # fmt: skip
+    method = ugi.UniGradICON(
+        {"weights": str(weights), "input_shape": INPUT, "io_iterations": 0}, torch.device("cpu")
+    )
     disp = method.register(fixed.astype(np.float32), moving.astype(np.float32))
     assert disp.shape == (*shape, 3) and np.isfinite(disp).all()
     assert np.abs(disp).max() > 1.0  # the noisy random network moves voxels

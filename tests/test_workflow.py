@@ -37,8 +37,14 @@ def test_paper_dry_run_lists_every_step():
     assert counts["weights"] == 1  # uniGradICON's released weights, fetched once
     assert "releases/download/unigradicon_weights/Step_2_final.trch" in proc.stdout
     assert "/tmp/corereg-dry/report/index.html" in proc.stdout
-    for target in ("tables/table1.md", "tables/table2.tex", "tables/table3.csv",
-                   "figures/fig3.pdf", "figures/fig4a.png", "figures/fig4b.png"):  # fmt: skip
+    for target in (
+        "tables/table1.md",
+        "tables/table2.tex",
+        "tables/table3.csv",
+        "figures/fig3.pdf",
+        "figures/fig4a.png",
+        "figures/fig4b.png",
+    ):
         assert target in proc.stdout
 
 
@@ -61,8 +67,13 @@ def test_one_table_runs_only_what_it_needs():
         "tables/table3",
     ):
         assert only_elsewhere not in proc.stdout, only_elsewhere
-    by_path = run_snakemake("-n", "/tmp/corereg-dry/tables/table2.md", "--config", "results=/tmp/corereg-dry",
-                            "data_root=/tmp/corereg-dry-data")  # fmt: skip
+    by_path = run_snakemake(
+        "-n",
+        "/tmp/corereg-dry/tables/table2.md",
+        "--config",
+        "results=/tmp/corereg-dry",
+        "data_root=/tmp/corereg-dry-data",
+    )
     assert job_counts(by_path.stdout)["train"] == 18
 
 
@@ -97,8 +108,15 @@ def test_declared_future_steps_fail_clearly(tmp_path):
         and proc.stderr == "error: datasets.radchest.source: no Zenodo 'record'\n"
     )
     assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
-    proc = run_cli("download", "--dataset", "abdomen", "--spec", '{"source": {"kind": "abdomenctct"}}', "--out",
-                   tmp_path / "a")  # fmt: skip
+    proc = run_cli(
+        "download",
+        "--dataset",
+        "abdomen",
+        "--spec",
+        '{"source": {"kind": "abdomenctct"}}',
+        "--out",
+        tmp_path / "a",
+    )
     assert (
         proc.returncode == 1
         and proc.stderr.strip() == "error: datasets.abdomen.source: no 'url' to download from"
@@ -117,8 +135,16 @@ def test_tiny_end_to_end(tiny_run):
             assert (res / "figures" / f"{name}.{ext}").stat().st_size > 1000
     t1 = pd.read_csv(res / "tables" / "table1.csv")
     ok = t1[t1.status == "ok"]
-    assert set(ok.method) == {"initial", "convexadam", "deeds", "niftyreg", "voxelmorph", "lapirn", "bigalke",
-                              "core"}  # fmt: skip
+    assert set(ok.method) == {
+        "initial",
+        "convexadam",
+        "deeds",
+        "niftyreg",
+        "voxelmorph",
+        "lapirn",
+        "bigalke",
+        "core",
+    }
     assert set(t1[t1.status == "not run"].method) == {
         "unigradicon",
         "samconvex",
@@ -164,8 +190,21 @@ def test_tiny_end_to_end(tiny_run):
         res / "metrics/synth_abdomen/convexadam/default/seed0/pairs.csv", dtype={"fixed": str}
     )
     assert len(pairs) == 3
-    for col in ("dataset", "method", "variant", "seed", "fixed", "moving", "dice", "hd95", "sdlogj_l2r",
-                "sdlogj_std", "sdlogj_code", "seconds", "device"):  # fmt: skip
+    for col in (
+        "dataset",
+        "method",
+        "variant",
+        "seed",
+        "fixed",
+        "moving",
+        "dice",
+        "hd95",
+        "sdlogj_l2r",
+        "sdlogj_std",
+        "sdlogj_code",
+        "seconds",
+        "device",
+    ):
         assert col in pairs.columns
     structures = pd.read_csv(res / "metrics/synth_chest/initial/default/seed0/structures.csv")
     assert len(structures) == 3 * 22 and structures.dice.isna().sum() == (~structures.present).sum()
@@ -182,8 +221,16 @@ def test_tiny_end_to_end(tiny_run):
 
 @pytest.mark.slow
 def test_tiny_rerun_is_a_no_op(tiny_run):
-    proc = run_snakemake("-n", "--profile", "profiles/demo", "--configfile", "workflow/presets/tiny.yaml",
-                         "--config", f"results={tiny_run}/results", f"data_root={tiny_run}/data")  # fmt: skip
+    proc = run_snakemake(
+        "-n",
+        "--profile",
+        "profiles/demo",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        "--config",
+        f"results={tiny_run}/results",
+        f"data_root={tiny_run}/data",
+    )
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 

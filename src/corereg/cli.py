@@ -29,11 +29,27 @@ def cmd_prepare(a) -> None:
     source = spec["source"]
     kind = source["kind"]
     if kind == "synthetic_abdomen":
-        generate_abdomen(a.out, a.dataset, spec["shape"], spec["spacing"], source["n_train"],
-                         source["n_test"], source["seed"], noise_hu=source.get("noise_hu", 12.0))  # fmt: skip
+        generate_abdomen(
+            a.out,
+            a.dataset,
+            spec["shape"],
+            spec["spacing"],
+            source["n_train"],
+            source["n_test"],
+            source["seed"],
+            noise_hu=source.get("noise_hu", 12.0),
+        )
     elif kind == "synthetic_chest":
-        generate_chest(a.out, a.dataset, spec["shape"], spec["spacing"], source["n_train_pairs"],
-                       source["n_test_pairs"], source["seed"], noise_hu=source.get("noise_hu", 12.0))  # fmt: skip
+        generate_chest(
+            a.out,
+            a.dataset,
+            spec["shape"],
+            spec["spacing"],
+            source["n_train_pairs"],
+            source["n_test_pairs"],
+            source["seed"],
+            noise_hu=source.get("noise_hu", 12.0),
+        )
     elif kind == "abdomenctct":
         from corereg.data import abdomenctct
 
@@ -121,8 +137,11 @@ def cmd_fetch_weights(a) -> None:
             raise
         # offline machine: a small record in place of the weights; the method's rows then read
         # "not run: <reason>" instead of the whole table failing
-        not_run.write_record(out, f"its weights could not be downloaded ({exc}); delete {out} to retry, "
-                                          "or set params.weights to a local copy")  # fmt: skip
+        not_run.write_record(
+            out,
+            f"its weights could not be downloaded ({exc}); delete {out} to retry, "
+            "or set params.weights to a local copy",
+        )
 
 
 def cmd_build_deedsbcv(a) -> None:
@@ -203,9 +222,18 @@ def cmd_register(a) -> None:
         with atomic_dir(a.out_dir) as tmp:
             timing = register_manifest(manifest, method, tmp, split=a.split)
             write_csv(tmp / "timing.csv", timing)
-            write_json(tmp / "run.json", {"method": a.method, "params": params, "seed": a.seed,
-                                          "checkpoint": a.checkpoint, "device": describe(device),
-                                          "corereg": __version__, "manifest": str(a.manifest)})  # fmt: skip
+            write_json(
+                tmp / "run.json",
+                {
+                    "method": a.method,
+                    "params": params,
+                    "seed": a.seed,
+                    "checkpoint": a.checkpoint,
+                    "device": describe(device),
+                    "corereg": __version__,
+                    "manifest": str(a.manifest),
+                },
+            )
         return
     if not (a.fixed and a.moving and a.out):
         raise CoreregError(
@@ -338,12 +366,16 @@ pair, example) read config.yaml or take plain options.  A problem with the input
 one line "error: <file>: <problem>" and exit status 1.
 """
 
-SPEC_HELP = ("the step's settings as JSON, or @FILE holding it; the workflow writes it from "
-             "config.yaml and its presets")  # fmt: skip
+SPEC_HELP = (
+    "the step's settings as JSON, or @FILE holding it; the workflow writes it from "
+    "config.yaml and its presets"
+)
 DEVICE_HELP = "torch device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N"
 THREADS_HELP = "CPU threads for torch (default: torch's own choice)"
-IF_MISSING_HELP = ("what to do when the method's tool is not installed: fail, or report (write a "
-                   "record that the tables show as 'not run: <reason>')")  # fmt: skip
+IF_MISSING_HELP = (
+    "what to do when the method's tool is not installed: fail, or report (write a "
+    "record that the tables show as 'not run: <reason>')"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,9 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     def scored_runs(s, who: str = "") -> None:
         """--metrics and --manifests: the runs' per-pair scores and the pairs they must cover."""
         s.add_argument("--metrics", nargs="*", default=[], help=f"{who}the runs' pairs.csv files")
-        s.add_argument("--manifests", nargs="*", default=[],
-                       help=f"{who}DATASET=PATH of each prepared dataset: every run must score "
-                       "its test pairs")  # fmt: skip
+        s.add_argument(
+            "--manifests",
+            nargs="*",
+            default=[],
+            help=f"{who}DATASET=PATH of each prepared dataset: every run must score its test pairs",
+        )
 
     s = verb("prepare", "write a prepared dataset: images, labels and manifest.json")
     s.add_argument("--dataset", required=True, help="the dataset's key in the configuration")
@@ -387,28 +422,44 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--spec", help=SPEC_HELP + "; default: the dataset's entry in --config")
         s.add_argument("--config", help="configuration file (default: ./config.yaml)")
         s.add_argument("--configfile", nargs="*", default=[], help="presets merged over it")
-        s.add_argument("--input", help="the previous step's folder (convert: the download; "
-                       "label: the converted scans)")  # fmt: skip
+        s.add_argument(
+            "--input",
+            help="the previous step's folder (convert: the download; label: the converted scans)",
+        )
         s.add_argument("--out", required=name != "label", help="output folder")
         if name == "label":
-            s.add_argument("--check", action="store_true",
-                           help="only say what is missing (tool, weights, licence, GPU)")  # fmt: skip
+            s.add_argument(
+                "--check",
+                action="store_true",
+                help="only say what is missing (tool, weights, licence, GPU)",
+            )
         s.set_defaults(func=cmd_stage)
 
     s = verb("fetch-weights", "download a pretrained method's released weights")
     s.add_argument("--url", required=True, help="where the weights are published")
-    s.add_argument("--md5", default="none",
-                   help="expected MD5, or none (size and MD5 are recorded on the first download)")  # fmt: skip
+    s.add_argument(
+        "--md5",
+        default="none",
+        help="expected MD5, or none (size and MD5 are recorded on the first download)",
+    )
     s.add_argument("--out", required=True, help="the weights file to write")
-    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
-                   help="download fails: fail, or write a 'not run' record the tables report")  # fmt: skip
+    s.add_argument(
+        "--if-missing",
+        choices=["report", "fail"],
+        default="fail",
+        help="download fails: fail, or write a 'not run' record the tables report",
+    )
     s.set_defaults(func=cmd_fetch_weights)
 
     s = verb("build-deedsbcv", "compile deedsBCV and linearBCV from a source checkout")
     s.add_argument("--source", required=True, help="a checkout of github.com/mattiaspaul/deedsBCV")
     s.add_argument("--out", required=True, help="folder for the binaries and build.json")
-    s.add_argument("--if-missing", choices=["report", "fail"], default="fail",
-                   help="no compiler or zlib: fail, or write a 'not run' record the tables report")  # fmt: skip
+    s.add_argument(
+        "--if-missing",
+        choices=["report", "fail"],
+        default="fail",
+        help="no compiler or zlib: fail, or write a 'not run' record the tables report",
+    )
     s.set_defaults(func=cmd_build_deedsbcv)
 
     s = verb("train", "train a learning-based method (CoRe, Bigalke et al., VoxelMorph, LapIRN)")
@@ -416,8 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", required=True, help="the method's key in the configuration (logs)")
     s.add_argument("--variant", default="default", help="the variant's key (logs)")
     s.add_argument("--seed", type=int, default=0, help="training seed")
-    s.add_argument("--spec", required=True,
-                   help=SPEC_HELP + " (kind, params, dataset entry, seed)")  # fmt: skip
+    s.add_argument("--spec", required=True, help=SPEC_HELP + " (kind, params, dataset entry, seed)")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     s.add_argument("--out", required=True, help="model folder (final.pt, train_log.csv)")
@@ -425,8 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = verb("register", "register one pair (--fixed, --moving, --out) or every pair of a split")
-    s.add_argument("--method", required=True, metavar="KIND",
-                   help=f"method kind: {', '.join(KINDS)}")  # fmt: skip
+    s.add_argument(
+        "--method", required=True, metavar="KIND", help=f"method kind: {', '.join(KINDS)}"
+    )
     s.add_argument(
         "--params", help="method parameters as JSON or @FILE (default: the method's own)"
     )
@@ -446,15 +497,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("evaluate", "Dice, HD95, SDlogJ and folding of a folder of fields")
     s.add_argument("--manifest", required=True, help="prepared dataset folder or manifest.json")
     s.add_argument("--fields", required=True, help="the register step's folder")
-    s.add_argument("--spec", required=True,
-                   help=SPEC_HELP + " (dataset, method, variant, seed, evaluated labels)")  # fmt: skip
+    s.add_argument(
+        "--spec",
+        required=True,
+        help=SPEC_HELP + " (dataset, method, variant, seed, evaluated labels)",
+    )
     s.add_argument("--out-structures", required=True, help="per pair and structure CSV")
     s.add_argument("--out-pairs", required=True, help="per pair CSV")
     s.set_defaults(func=cmd_evaluate)
 
     s = verb("table", "write one paper table (CSV, Markdown, LaTeX)")
-    s.add_argument("--spec", required=True,
-                   help=SPEC_HELP + " (rows, datasets, paper values, reference row)")  # fmt: skip
+    s.add_argument(
+        "--spec", required=True, help=SPEC_HELP + " (rows, datasets, paper values, reference row)"
+    )
     scored_runs(s)
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/tables/table1")
     s.set_defaults(func=cmd_table)
@@ -468,11 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_figure)
 
     s = verb("claims", "check the paper's claims one by one against this run's numbers")
-    s.add_argument("--spec", required=True,
-                   help=SPEC_HELP + " (the claims of workflow/claims.yaml and the artifacts' rows)")  # fmt: skip
+    s.add_argument(
+        "--spec",
+        required=True,
+        help=SPEC_HELP + " (the claims of workflow/claims.yaml and the artifacts' rows)",
+    )
     scored_runs(s)
-    s.add_argument("--structures", nargs="*", default=[],
-                   help="structures.csv of the two runs compared per structure")  # fmt: skip
+    s.add_argument(
+        "--structures",
+        nargs="*",
+        default=[],
+        help="structures.csv of the two runs compared per structure",
+    )
     s.add_argument(
         "--logs", nargs="*", default=[], help="LABEL=train_log.csv of the Figure 4b runs"
     )
@@ -481,17 +543,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = verb("plan", "jobs per rule, GPU-hours and disk of a configuration (before a run)")
     s.add_argument("--config", help="configuration file (default: ./config.yaml)")
-    s.add_argument("--configfile", nargs="*", default=[],
-                   help="presets merged over it, as for snakemake")  # fmt: skip
+    s.add_argument(
+        "--configfile", nargs="*", default=[], help="presets merged over it, as for snakemake"
+    )
     s.set_defaults(func=cmd_plan)
 
     s = verb("example", "copy the demo's tables and figures to results/example, or check them")
-    s.add_argument("action", choices=["update", "check"],
-                   help="update: copy the demo's outputs; check: compare the committed tables")  # fmt: skip
+    s.add_argument(
+        "action",
+        choices=["update", "check"],
+        help="update: copy the demo's outputs; check: compare the committed tables",
+    )
     s.add_argument("--demo", default="results/demo", help="the demo's results folder")
     s.add_argument("--example", default="results/example", help="the committed example folder")
-    s.add_argument("--dice-tolerance", type=float, default=2.0,
-                   help="allowed Dice difference in points (trained rows differ between CPUs)")  # fmt: skip
+    s.add_argument(
+        "--dice-tolerance",
+        type=float,
+        default=2.0,
+        help="allowed Dice difference in points (trained rows differ between CPUs)",
+    )
     s.add_argument("--sdlogj-tolerance", type=float, default=0.02, help="allowed SDlogJ difference")
     s.add_argument(
         "--hd95-tolerance", type=float, default=5.0, help="allowed HD95 difference in mm"
@@ -504,8 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_config_doc)
 
     s = verb("report", "the reproduction report: one self-contained HTML page")
-    s.add_argument("--spec", required=True,
-                   help=SPEC_HELP + " (datasets, seeds, settings in force)")  # fmt: skip
+    s.add_argument(
+        "--spec", required=True, help=SPEC_HELP + " (datasets, seeds, settings in force)"
+    )
     s.add_argument("--tables", nargs="+", required=True, help="the tables' .md files")
     s.add_argument("--figures", nargs="*", default=[], help="the figures' .png files")
     s.add_argument("--results", required=True, help="results folder (benchmarks/, metrics/)")

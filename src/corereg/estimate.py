@@ -83,14 +83,27 @@ def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
         r = plan.resources(rule)
         gpu = int(r["gpu"])
         # registration asks for a GPU only for methods that use one (as the register rule does)
-        gpu_jobs = (sum(min(int(plan.method(x.method).get("gpu", 0)), gpu) > 0 for x in runs)
-                    if rule == "register" else (n if gpu else 0))  # fmt: skip
+        gpu_jobs = (
+            sum(min(int(plan.method(x.method).get("gpu", 0)), gpu) > 0 for x in runs)
+            if rule == "register"
+            else (n if gpu else 0)
+        )
         limit_h = float(r["runtime"]) / 60
         mean_s = _benchmark_mean_s(results, rule)
-        rows.append({"rule": rule, "jobs": n, "GPU jobs": gpu_jobs, "threads": r["threads"], "mem_mb": r["mem_mb"],
-                     "runtime limit h (sum)": round(n * limit_h, 1),
-                     "GPU-h upper bound": round(gpu_jobs * gpu * limit_h, 1),
-                     "GPU-h from benchmarks": "–" if mean_s is None else round(gpu_jobs * gpu * mean_s / 3600, 2)})  # fmt: skip
+        rows.append(
+            {
+                "rule": rule,
+                "jobs": n,
+                "GPU jobs": gpu_jobs,
+                "threads": r["threads"],
+                "mem_mb": r["mem_mb"],
+                "runtime limit h (sum)": round(n * limit_h, 1),
+                "GPU-h upper bound": round(gpu_jobs * gpu * limit_h, 1),
+                "GPU-h from benchmarks": "–"
+                if mean_s is None
+                else round(gpu_jobs * gpu * mean_s / 3600, 2),
+            }
+        )
     jobs = pd.DataFrame(rows)
     disk = []
     for d in sorted({r.dataset for r in runs}):
@@ -100,10 +113,16 @@ def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
         n_reg = sum(r.dataset == d for r in runs)
         n_train = len({r for r in runs if r.dataset == d and plan.trainable(r.method)})
         stages = int(plan.cfg.get("engine", {}).get("stages", 8))
-        disk.append({"dataset": d, "scans": scans, "test pairs": pairs,
-                     "images+labels GB": round(scans * vox * 3 / 1e9, 2),
-                     "fields GB": round(n_reg * pairs * vox * 12 / 1e9, 2),
-                     "checkpoints GB": round(n_train * (stages + 2) * CHECKPOINT_MB / 1e3, 2)})  # fmt: skip
+        disk.append(
+            {
+                "dataset": d,
+                "scans": scans,
+                "test pairs": pairs,
+                "images+labels GB": round(scans * vox * 3 / 1e9, 2),
+                "fields GB": round(n_reg * pairs * vox * 12 / 1e9, 2),
+                "checkpoints GB": round(n_train * (stages + 2) * CHECKPOINT_MB / 1e3, 2),
+            }
+        )
     return jobs, pd.DataFrame(disk)
 
 

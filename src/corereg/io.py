@@ -77,8 +77,11 @@ def check_replaceable(path: str | os.PathLike) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(path, "is a file; give a folder to write into")
     if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
-        raise InputError(path, "folder exists and holds files corereg did not write; "
-                               "give a new or empty folder (nothing was changed)")  # fmt: skip
+        raise InputError(
+            path,
+            "folder exists and holds files corereg did not write; "
+            "give a new or empty folder (nothing was changed)",
+        )
 
 
 @contextlib.contextmanager

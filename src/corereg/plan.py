@@ -23,8 +23,10 @@ NETWORK_KEYS = ("timeout", "retries", "backoff")  # download settings of a datas
 FIGURES = ("fig3", "fig4a", "fig4b")
 REAL_SOURCES = {"abdomenctct": ("download",), "radchestct": ("download", "convert", "label")}
 # Pair counts of the paper (its Section 2.6), shown beside ours in the report.
-PAPER_COUNTS = {"abdomen": {"train pairs": 190, "test pairs": 45},
-                "radchest": {"train pairs": 300, "test pairs": 71}}  # fmt: skip
+PAPER_COUNTS = {
+    "abdomen": {"train pairs": 190, "test pairs": 45},
+    "radchest": {"train pairs": 300, "test pairs": 71},
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,10 @@ class Plan:
         for name, m in self.cfg["methods"].items():
             if m["kind"] != "engine":
                 continue
-            for where, over in [("params", m.get("params") or {}),
-                                *((f"variants.{v}", o) for v, o in (m.get("variants") or {}).items())]:  # fmt: skip
+            for where, over in [
+                ("params", m.get("params") or {}),
+                *((f"variants.{v}", o) for v, o in (m.get("variants") or {}).items()),
+            ]:
                 unknown = sorted(set(over) - engine_keys)
                 if unknown:
                     raise CoreregError(
@@ -260,15 +264,20 @@ class Plan:
     CLAIM_ARTIFACTS = ("table1", "table2", "table3", "fig4a", "fig4b")
 
     def claims_outputs(self) -> list[str]:
-        return [f"{self.results}/claims/{n}" for n in
-                ("claims.md", "claims.csv", "per_structure.csv", "per_structure.png")]  # fmt: skip
+        return [
+            f"{self.results}/claims/{n}"
+            for n in ("claims.md", "claims.csv", "per_structure.csv", "per_structure.png")
+        ]
 
     def claims_inputs(self) -> dict[str, list[str]]:
         runs = list(dict.fromkeys(r for a in self.CLAIM_ARTIFACTS for r in self.runs(a)))
         ref, other = self._structure_rows()
-        structure_runs = [r for r in self.runs("table1")
-                          if (r.method, r.variant) in {(ref["method"], ref["variant"]),
-                                                       (other["method"], other["variant"])}]  # fmt: skip
+        structure_runs = [
+            r
+            for r in self.runs("table1")
+            if (r.method, r.variant)
+            in {(ref["method"], ref["variant"]), (other["method"], other["variant"])}
+        ]
         datasets = sorted(
             {d for a in self.CLAIM_ARTIFACTS for d in self.cfg["artifacts"][a]["datasets"]}
         )
@@ -297,10 +306,17 @@ class Plan:
         eng = self.cfg.get("engine", {})
         iters = int(eng.get("stages", 0)) * int(eng.get("iters_per_stage", 0))
         synthetic = any(d["synthetic"] for a in artifacts.values() for d in a["datasets"])
-        scale = (f"This run: {len(self.cfg['seeds'])} seed(s), {iters} training iterations of the "
-                 "engine (the paper: 8000)" + (", synthetic phantoms instead of CT: verdicts say what "
-                 "the pipeline's numbers show at this scale, not whether the paper's CT result holds"
-                 if synthetic else "") + ".")  # fmt: skip
+        scale = (
+            f"This run: {len(self.cfg['seeds'])} seed(s), {iters} training iterations of the "
+            "engine (the paper: 8000)"
+            + (
+                ", synthetic phantoms instead of CT: verdicts say what "
+                "the pipeline's numbers show at this scale, not whether the paper's CT result holds"
+                if synthetic
+                else ""
+            )
+            + "."
+        )
         return {
             "claims": claims,
             "artifacts": artifacts,
@@ -321,19 +337,28 @@ class Plan:
         return f"{self.results}/report/index.html"
 
     def report_inputs(self) -> dict[str, list[str]]:
-        return {"tables": [f"{self.results}/tables/{t}.md" for t in TABLES],
-                "figures": [f"{self.results}/figures/{f}.png" for f in FIGURES],
-                "claims": [self.claims_outputs()[0]]}  # fmt: skip
+        return {
+            "tables": [f"{self.results}/tables/{t}.md" for t in TABLES],
+            "figures": [f"{self.results}/figures/{f}.png" for f in FIGURES],
+            "claims": [self.claims_outputs()[0]],
+        }
 
     def report_spec(self) -> dict:
         used = {ds for art in self.cfg["artifacts"].values() for ds in art["datasets"]}
         datasets = {}
         for key in sorted(used):
             ds = self.cfg["datasets"][key]
-            datasets[key] = {"display": ds["display"], "source": ds["source"], "prepared": self.prepared(key),
-                             "paper_counts": PAPER_COUNTS.get(ds.get("paper_key"))}  # fmt: skip
-        methods = {name: {"params": m.get("params", {}), "variants": m.get("variants", {})}
-                   for name, m in self.cfg["methods"].items() if m.get("enabled", True)}  # fmt: skip
+            datasets[key] = {
+                "display": ds["display"],
+                "source": ds["source"],
+                "prepared": self.prepared(key),
+                "paper_counts": PAPER_COUNTS.get(ds.get("paper_key")),
+            }
+        methods = {
+            name: {"params": m.get("params", {}), "variants": m.get("variants", {})}
+            for name, m in self.cfg["methods"].items()
+            if m.get("enabled", True)
+        }
         return {
             "title": "CoRe reproduction report",
             "datasets": datasets,
@@ -394,12 +419,21 @@ class Plan:
         }
 
     def eval_spec(self, run: Run) -> dict:
-        return {"dataset": run.dataset, "method": run.method, "variant": run.variant, "seed": run.seed,
-                "labels": self.cfg["datasets"][run.dataset]["eval_labels"]}  # fmt: skip
+        return {
+            "dataset": run.dataset,
+            "method": run.method,
+            "variant": run.variant,
+            "seed": run.seed,
+            "labels": self.cfg["datasets"][run.dataset]["eval_labels"],
+        }
 
     def train_spec(self, run: Run) -> dict:
-        return {"kind": self.method(run.method)["kind"], "params": self.method_params(run.method, run.variant),
-                "dataset": self.dataset_spec(run.dataset), "seed": run.seed}  # fmt: skip
+        return {
+            "kind": self.method(run.method)["kind"],
+            "params": self.method_params(run.method, run.variant),
+            "dataset": self.dataset_spec(run.dataset),
+            "seed": run.seed,
+        }
 
     def resources(self, rule: str) -> dict:
         return {
@@ -414,20 +448,41 @@ class Plan:
         out = []
         for key in self.cfg["artifacts"][artifact]["datasets"]:
             ds = self.cfg["datasets"][key]
-            out.append({"key": key, "display": ds["display"], "paper_key": ds.get("paper_key"),
-                        "synthetic": ds["source"]["kind"].startswith("synthetic")})  # fmt: skip
+            out.append(
+                {
+                    "key": key,
+                    "display": ds["display"],
+                    "paper_key": ds.get("paper_key"),
+                    "synthetic": ds["source"]["kind"].startswith("synthetic"),
+                }
+            )
         return out
 
     def artifact_spec(self, artifact: str) -> dict:
         art = self.cfg["artifacts"][artifact]
-        spec = {"artifact": artifact, "title": art["title"], "rows": self.rows(artifact),
-                "datasets": self._datasets(artifact), "sdlogj": self.cfg.get("sdlogj", "sdlogj_code"),
-                "dice_aggregate": self.cfg.get("dice_aggregate", "pooled")}  # fmt: skip
+        spec = {
+            "artifact": artifact,
+            "title": art["title"],
+            "rows": self.rows(artifact),
+            "datasets": self._datasets(artifact),
+            "sdlogj": self.cfg.get("sdlogj", "sdlogj_code"),
+            "dice_aggregate": self.cfg.get("dice_aggregate", "pooled"),
+        }
         spec["seeds"] = list(self.cfg["seeds"])
         if "core" in self.cfg["methods"]:
             cp = self.method_params("core")
-            spec["cl"] = {k: cp.get(f"cl_{k}") for k in ("weight_schedule", "weight", "views", "view_b_grad",
-                                                          "normalize", "negatives", "reduction")}  # fmt: skip
+            spec["cl"] = {
+                k: cp.get(f"cl_{k}")
+                for k in (
+                    "weight_schedule",
+                    "weight",
+                    "views",
+                    "view_b_grad",
+                    "normalize",
+                    "negatives",
+                    "reduction",
+                )
+            }
             spec["cl"]["iterations"] = int(cp.get("stages", 0)) * int(cp.get("iters_per_stage", 0))
         for key in ("caption", "paper_source", "paper"):
             if art.get(key):
@@ -440,12 +495,30 @@ class Plan:
             spec["iters_per_stage"] = int(eng.get("iters_per_stage", 1))
         if artifact == "fig3":
             spec["panels"] = [
-                {"display": d["display"], "data": self.prepared(d["key"]), "pair_index": art.get("pair_index", 0),
-                 "window": self.cfg["datasets"][d["key"]].get("window", [-200, 300]),
-                 "methods": [{"label": r["label"], "fields": self.fields(Run(d["key"], r["method"], r["variant"], self.seeds_for(r["method"])[0])) if self.enabled(r["method"]) else None}
-                             for r in spec["rows"]]}
+                {
+                    "display": d["display"],
+                    "data": self.prepared(d["key"]),
+                    "pair_index": art.get("pair_index", 0),
+                    "window": self.cfg["datasets"][d["key"]].get("window", [-200, 300]),
+                    "methods": [
+                        {
+                            "label": r["label"],
+                            "fields": self.fields(
+                                Run(
+                                    d["key"],
+                                    r["method"],
+                                    r["variant"],
+                                    self.seeds_for(r["method"])[0],
+                                )
+                            )
+                            if self.enabled(r["method"])
+                            else None,
+                        }
+                        for r in spec["rows"]
+                    ],
+                }
                 for d in spec["datasets"]
-            ]  # fmt: skip
+            ]
         return spec
 
     def artifact_inputs(self, artifact: str) -> dict[str, list[str]]:
@@ -454,11 +527,15 @@ class Plan:
             return {"logs": [self.train_log(r) for r in runs if self.trainable(r.method)]}
         if artifact == "fig3":
             datasets = self.cfg["artifacts"][artifact]["datasets"]
-            return {"fields": [self.fields(r) for r in runs if r.seed == self.seeds_for(r.method)[0]],
-                    "data": [self.prepared(d) for d in datasets]}  # fmt: skip
+            return {
+                "fields": [self.fields(r) for r in runs if r.seed == self.seeds_for(r.method)[0]],
+                "data": [self.prepared(d) for d in datasets],
+            }
         datasets = self.cfg["artifacts"][artifact]["datasets"]
-        return {"metrics": [self.pair_metrics(r) for r in runs],
-                "data": [self.prepared(d) for d in datasets]}  # fmt: skip
+        return {
+            "metrics": [self.pair_metrics(r) for r in runs],
+            "data": [self.prepared(d) for d in datasets],
+        }
 
     def manifest_args(self, artifact: str) -> str:
         """``--manifests DATASET=PATH ...`` of an artifact's datasets (their test pairs)."""

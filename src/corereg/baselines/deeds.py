@@ -26,8 +26,10 @@ import numpy as np
 from corereg.errors import CoreregError, ToolMissing
 from corereg.registration.methods import Method
 
-INSTALL = ("pip install Cython==3.3.1 && pip install --no-deps --no-build-isolation --pre "
-           "quantiphyse-deeds==0.8.dev9 (make does this)")  # fmt: skip
+INSTALL = (
+    "pip install Cython==3.3.1 && pip install --no-deps --no-build-isolation --pre "
+    "quantiphyse-deeds==0.8.dev9 (make does this)"
+)
 
 
 def extension():
@@ -66,8 +68,10 @@ class Deeds(Method):
         self.check_keys("deeds", self.KEYS)
         self.implementation = self.params.get("implementation", "tmi2013")
         if self.implementation not in IMPLEMENTATIONS:
-            raise CoreregError(f"deeds: params.implementation must be one of {IMPLEMENTATIONS}, "
-                               f"not '{self.implementation}'")  # fmt: skip
+            raise CoreregError(
+                f"deeds: params.implementation must be one of {IMPLEMENTATIONS}, "
+                f"not '{self.implementation}'"
+            )
         self.last_warped: np.ndarray | None = None
         if self.implementation == "deedsbcv":
             from corereg.baselines import deedsbcv
@@ -83,8 +87,11 @@ class Deeds(Method):
             return self.runner.register(fixed, moving, self.affine, threads=torch.get_num_threads())
         p = self.params
         warped, (ux, vx, wx), _log = self.ext.deedsReg(
-            np.asarray(moving, dtype=np.float32), np.asarray(fixed, dtype=np.float32),
-            alpha=float(p.get("alpha", 2.0)), randsamp=int(p.get("randsamp", 50)), levels=int(p.get("levels", 5)),
-        )  # fmt: skip
+            np.asarray(moving, dtype=np.float32),
+            np.asarray(fixed, dtype=np.float32),
+            alpha=float(p.get("alpha", 2.0)),
+            randsamp=int(p.get("randsamp", 50)),
+            levels=int(p.get("levels", 5)),
+        )
         self.last_warped = warped
         return to_l2r(ux, vx, wx)

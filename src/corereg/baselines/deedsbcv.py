@@ -48,8 +48,13 @@ SOURCES = {"deedsBCV": "src/deedsBCV0.cpp", "linearBCV": "src/linearBCV.cpp"}
 BUILD_RECORD = "build.json"
 NOT_RUN = "not_run.json"
 # deedsBCV's own defaults (its usage text); the config may override each.
-DEFAULTS = {"alpha": 1.6, "grid": [8, 7, 6, 5, 4], "search": [8, 7, 6, 5, 4], "quant": [5, 4, 3, 2, 1],
-            "linear": True}  # fmt: skip
+DEFAULTS = {
+    "alpha": 1.6,
+    "grid": [8, 7, 6, 5, 4],
+    "search": [8, 7, 6, 5, 4],
+    "quant": [5, 4, 3, 2, 1],
+    "linear": True,
+}
 KEYS = ("source", "bin_dir", "alpha", "grid", "search", "quant", "linear", "extra")
 
 
@@ -86,8 +91,10 @@ def source_digest(source: Path) -> str:
 def check_source(source) -> Path:
     source = Path(source).expanduser()
     if not source.is_dir():
-        raise InputError(source, "deedsBCV source: not a directory (give a checkout of "
-                                 "github.com/mattiaspaul/deedsBCV)")  # fmt: skip
+        raise InputError(
+            source,
+            "deedsBCV source: not a directory (give a checkout of github.com/mattiaspaul/deedsBCV)",
+        )
     for rel in SOURCES.values():
         if not (source / rel).is_file():
             raise InputError(
@@ -136,8 +143,13 @@ def build(source, out_dir, cxx: str | None = None) -> Path:
         version = subprocess.run(
             [cxx, "--version"], capture_output=True, text=True
         ).stdout.splitlines()
-        record = {"source": str(source), "sha256_of_sources": source_digest(source), "compiler": cxx,
-                  "compiler_version": version[0] if version else "", "flags": flags}  # fmt: skip
+        record = {
+            "source": str(source),
+            "sha256_of_sources": source_digest(source),
+            "compiler": cxx,
+            "compiler_version": version[0] if version else "",
+            "flags": flags,
+        }
         commit = subprocess.run(
             ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True
         )
@@ -156,17 +168,21 @@ def binaries(bin_dir, source=None) -> dict[str, Path]:
     could not run here."""
     if bin_dir is None:
         if source:  # the workflow builds it and passes bin_dir; a direct call has to build first
-            raise CoreregError(f"deeds: params.deedsbcv.source is compiled by the workflow's build_deedsbcv rule; "
-                               f"outside the workflow run `corereg build-deedsbcv --source {source} --out DIR` "
-                               "and give params.deedsbcv.bin_dir DIR")  # fmt: skip
+            raise CoreregError(
+                f"deeds: params.deedsbcv.source is compiled by the workflow's build_deedsbcv rule; "
+                f"outside the workflow run `corereg build-deedsbcv --source {source} --out DIR` "
+                "and give params.deedsbcv.bin_dir DIR"
+            )
         raise CoreregError("deeds: implementation deedsbcv needs params.deedsbcv.source or bin_dir")
     bin_dir = Path(bin_dir)
     if (bin_dir / NOT_RUN).is_file():
         raise ToolMissing("deeds", not_run.reason_of_record(bin_dir / NOT_RUN))
     tools = {name: bin_dir / name for name in SOURCES}
     if not tools["deedsBCV"].is_file():
-        raise InputError(tools["deedsBCV"], "deedsBCV binary missing (build it from a source checkout: "
-                                            "params.deedsbcv.source)")  # fmt: skip
+        raise InputError(
+            tools["deedsBCV"],
+            "deedsBCV binary missing (build it from a source checkout: params.deedsbcv.source)",
+        )
     return tools
 
 
@@ -210,8 +226,11 @@ def read_displacements(path, shape, grid_spacing: int) -> np.ndarray:
     m1, n1, o1 = (int(s) // int(grid_spacing) for s in shape)
     data = np.fromfile(path, dtype="<f4")
     if data.size != 3 * m1 * n1 * o1:
-        raise InputError(path, f"{data.size} values, expected 3 x {m1} x {n1} x {o1} for an image of shape "
-                               f"{tuple(shape)} and a last grid spacing of {grid_spacing}")  # fmt: skip
+        raise InputError(
+            path,
+            f"{data.size} values, expected 3 x {m1} x {n1} x {o1} for an image of shape "
+            f"{tuple(shape)} and a last grid spacing of {grid_spacing}",
+        )
     return data.reshape(3, o1, n1, m1).transpose(0, 3, 2, 1)  # first axis fastest
 
 
@@ -262,8 +281,15 @@ class Runner:
         # the tools print errors and may still exit 0: their outputs are checked by the caller
         self.last[f"{tool}_log"] = run_binary("deedsBCV", self.tools[tool], args, threads)
 
-    def register(self, fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray, workdir=None,
-                 moving_labels: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:  # fmt: skip
+    def register(
+        self,
+        fixed: np.ndarray,
+        moving: np.ndarray,
+        affine: np.ndarray,
+        workdir=None,
+        moving_labels: np.ndarray | None = None,
+        threads: int | None = None,
+    ) -> np.ndarray:
         p = self.params
         shape = fixed.shape
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:

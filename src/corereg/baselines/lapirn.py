@@ -36,8 +36,9 @@ def _conv(cin, cout, stride=1):
 class _Res(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.body = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv3d(c, c, 3, 1, 1), nn.LeakyReLU(0.2),
-                                  nn.Conv3d(c, c, 3, 1, 1))  # fmt: skip
+        self.body = nn.Sequential(
+            nn.LeakyReLU(0.2), nn.Conv3d(c, c, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv3d(c, c, 3, 1, 1)
+        )
 
     def forward(self, x):
         return x + self.body(x)
@@ -92,8 +93,14 @@ class LapIRN(nn.Module):
     )
     # Level schedule and freezing of the LapIRN code's defaults (30k/30k/60k, 2k frozen);
     # 7 start channels; NCC windows per level; lambda in voxel units.  The CoRe paper gives none.
-    DEFAULTS: ClassVar[dict] = {"channels": 7, "n_res": 5, "level_iterations": [30000, 30000, 60000], "freeze_iters": 2000,
-                "ncc_window": [3, 5, 7], "lambda_smooth": 1.0}  # fmt: skip
+    DEFAULTS: ClassVar[dict] = {
+        "channels": 7,
+        "n_res": 5,
+        "level_iterations": [30000, 30000, 60000],
+        "freeze_iters": 2000,
+        "ncc_window": [3, 5, 7],
+        "lambda_smooth": 1.0,
+    }
 
     def __init__(self, params: dict):
         super().__init__()

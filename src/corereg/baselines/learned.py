@@ -48,8 +48,14 @@ MODELS = {
 }
 # Shared training keys; each model adds its own (``KEYS`` of the model class).
 TRAIN_KEYS = ("iterations", "lr", "batch_size", "window", "val_every", "val_pairs", "ckpt_every")
-TRAIN_DEFAULTS = {"lr": 1.0e-4, "batch_size": 1, "window": [-1000.0, 1000.0], "val_every": 200,
-                  "val_pairs": 4, "ckpt_every": 500}  # fmt: skip
+TRAIN_DEFAULTS = {
+    "lr": 1.0e-4,
+    "batch_size": 1,
+    "window": [-1000.0, 1000.0],
+    "val_every": 200,
+    "val_pairs": 4,
+    "ckpt_every": 500,
+}
 
 
 def model_class(kind: str):
@@ -130,8 +136,17 @@ class PairData:
 
 # ----------------------------------------------------------------------------- training
 class Trainer:
-    def __init__(self, kind: str, manifest: Manifest, params: dict, seed: int, device, out_dir,
-                 eval_labels=None, log=print):  # fmt: skip
+    def __init__(
+        self,
+        kind: str,
+        manifest: Manifest,
+        params: dict,
+        seed: int,
+        device,
+        out_dir,
+        eval_labels=None,
+        log=print,
+    ):
         self.kind, self.p, self.seed, self.device = (
             kind,
             resolve_params(kind, params),
@@ -142,8 +157,14 @@ class Trainer:
         self.cls = model_class(kind)
         seed_everything(self.seed)
         self.net = self.cls(self.p).to(device)
-        self.data = PairData(manifest, self.p["window"], self.net.multiple, device,
-                             int(self.p["val_pairs"]), eval_labels)  # fmt: skip
+        self.data = PairData(
+            manifest,
+            self.p["window"],
+            self.net.multiple,
+            device,
+            int(self.p["val_pairs"]),
+            eval_labels,
+        )
         self.opt = torch.optim.Adam(self.net.parameters(), lr=float(self.p["lr"]))
         self.gen = torch.Generator().manual_seed(self.seed)
         self.total = self.net.total_iterations(self.p)
@@ -151,9 +172,17 @@ class Trainer:
         self.start = 0
 
     def _state(self, iteration: int) -> dict:
-        return {"iteration": iteration, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-                "gen": self.gen.get_state(), "rows": self.rows, "params": self.p, "seed": self.seed,
-                "kind": self.kind, "torch_rng": torch.get_rng_state()}  # fmt: skip
+        return {
+            "iteration": iteration,
+            "model": self.net.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "gen": self.gen.get_state(),
+            "rows": self.rows,
+            "params": self.p,
+            "seed": self.seed,
+            "kind": self.kind,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def _resume(self) -> None:
         path = self.out / CKPT
@@ -211,11 +240,17 @@ class Trainer:
             self.opt.step()
             last = i == self.total - 1
             if i % val_every == val_every - 1 or last:
-                row = {"iteration": i + 1, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
-                       "val_dice": self.validate()}  # fmt: skip
+                row = {
+                    "iteration": i + 1,
+                    "loss": float(loss.detach()),
+                    **{k: float(v) for k, v in parts.items()},
+                    "val_dice": self.validate(),
+                }
                 self.rows.append(row)
-                self.log(f"[train] {self.kind} it {i + 1}/{self.total} loss {row['loss']:.4f} "
-                         f"val Dice {row['val_dice']:.3f} {time.perf_counter() - t0:.0f} s")  # fmt: skip
+                self.log(
+                    f"[train] {self.kind} it {i + 1}/{self.total} loss {row['loss']:.4f} "
+                    f"val Dice {row['val_dice']:.3f} {time.perf_counter() - t0:.0f} s"
+                )
             if (i + 1) % ckpt_every == 0 and not last:
                 self._save(i + 1)
                 if os.environ.get("CORE_TEST_STOP_AFTER_ITER") == str(i + 1):
@@ -225,8 +260,16 @@ class Trainer:
     def _finish(self) -> Path:
         final = self.out / "final.pt"
         with atomic_path(final, suffix=".pt") as tmp:
-            torch.save({"kind": self.kind, "model": self.net.state_dict(), "params": self.p,
-                        "seed": self.seed, "iterations": self.total}, tmp)  # fmt: skip
+            torch.save(
+                {
+                    "kind": self.kind,
+                    "model": self.net.state_dict(),
+                    "params": self.p,
+                    "seed": self.seed,
+                    "iterations": self.total,
+                },
+                tmp,
+            )
         write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
         (self.out / CKPT).unlink(missing_ok=True)
         return final
@@ -234,8 +277,16 @@ class Trainer:
 
 def train(manifest: Manifest, spec: dict, device, out_dir, log=print) -> Path:
     ds = spec.get("dataset") or {}
-    return Trainer(spec["kind"], manifest, spec.get("params") or {}, int(spec["seed"]), device, out_dir,
-                   ds.get("eval_labels"), log).run()  # fmt: skip
+    return Trainer(
+        spec["kind"],
+        manifest,
+        spec.get("params") or {},
+        int(spec["seed"]),
+        device,
+        out_dir,
+        ds.get("eval_labels"),
+        log,
+    ).run()
 
 
 # ----------------------------------------------------------------------------- inference
@@ -261,8 +312,11 @@ class LearnedMethod(Method):
     @torch.no_grad()
     def field_tensor(self, fixed: np.ndarray, moving: np.ndarray) -> torch.Tensor:
         """(1, 3, H', W', D') voxel field on the padded grid."""
-        to = lambda a: pad_to(normalize(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None],  # noqa: E731
-                                        self.params["window"]), self.net.multiple).to(self.device)  # fmt: skip
+
+        def to(a):
+            x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+            return pad_to(normalize(x, self.params["window"]), self.net.multiple).to(self.device)
+
         return self.net.field(to(fixed), to(moving))
 
     def register(self, fixed, moving):

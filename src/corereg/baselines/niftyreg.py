@@ -63,8 +63,16 @@ def world_to_voxel_disp(disp_mm: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 class NiftyReg(Method):
     uses_cuda = False
-    KEYS = ("levels", "similarity", "conjugate_gradient", "max_iterations", "bending_energy", "spacing_mm",
-            "bin_dir", "extra")  # fmt: skip
+    KEYS = (
+        "levels",
+        "similarity",
+        "conjugate_gradient",
+        "max_iterations",
+        "bending_energy",
+        "spacing_mm",
+        "bin_dir",
+        "extra",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -103,11 +111,34 @@ class NiftyReg(Method):
                     nib.Nifti1Image(np.asarray(arr, dtype=np.float32), self.affine),
                     t / f"{name}.nii.gz",
                 )
-            run("reg_f3d", ["-ref", str(t / "fixed.nii.gz"), "-flo", str(t / "moving.nii.gz"), "-cpp",
-                            str(t / "cpp.nii.gz"), "-res", str(t / "res.nii.gz"), *self.f3d_args()],
-                self.params, threads)  # fmt: skip
-            run("reg_transform", ["-ref", str(t / "fixed.nii.gz"), "-disp", str(t / "cpp.nii.gz"),
-                                  str(t / "disp.nii.gz")], self.params, threads)  # fmt: skip
+            run(
+                "reg_f3d",
+                [
+                    "-ref",
+                    str(t / "fixed.nii.gz"),
+                    "-flo",
+                    str(t / "moving.nii.gz"),
+                    "-cpp",
+                    str(t / "cpp.nii.gz"),
+                    "-res",
+                    str(t / "res.nii.gz"),
+                    *self.f3d_args(),
+                ],
+                self.params,
+                threads,
+            )
+            run(
+                "reg_transform",
+                [
+                    "-ref",
+                    str(t / "fixed.nii.gz"),
+                    "-disp",
+                    str(t / "cpp.nii.gz"),
+                    str(t / "disp.nii.gz"),
+                ],
+                self.params,
+                threads,
+            )
             disp = np.asarray(nib.load(t / "disp.nii.gz").dataobj, dtype=np.float32)
             if workdir is not None:  # keep the control points for the tool-vs-field test
                 self.last_cpp = Path(workdir) / "cpp.nii.gz"

@@ -30,8 +30,10 @@ import torch
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.registration.methods import Method
 
-INSTALL = ("pip install itk==5.4.7 && pip install --no-deps unigradicon==1.0.6 icon_registration==1.1.9 "
-           "(make does this)")  # fmt: skip
+INSTALL = (
+    "pip install itk==5.4.7 && pip install --no-deps unigradicon==1.0.6 icon_registration==1.1.9 "
+    "(make does this)"
+)
 
 
 # The images' physical frame only has to be the same for both images and the field
@@ -153,8 +155,13 @@ class UniGradICON(Method):
         pre_f = unigradicon.preprocess(img_f, "ct", ct_window=window)
         pre_m = unigradicon.preprocess(img_m, "ct", ct_window=window)
         steps = int(self.params.get("io_iterations", 50)) or None  # 0: the network alone
-        phi_ab, _ = itk_wrapper.register_pair(self.net, pre_m, pre_f, finetune_steps=steps,
-                                              learning_rate=float(self.params.get("io_lr", 2e-5)))  # fmt: skip
+        phi_ab, _ = itk_wrapper.register_pair(
+            self.net,
+            pre_m,
+            pre_f,
+            finetune_steps=steps,
+            learning_rate=float(self.params.get("io_lr", 2e-5)),
+        )
         self.transform = phi_ab
         return dense_field(phi_ab, img_f)
 
@@ -163,6 +170,12 @@ class UniGradICON(Method):
         _, _, itk = packages()
         img = to_itk(moving_labels, spacing or UNIT)
         interp = itk.NearestNeighborInterpolateImageFunction.New(img)
-        out = itk.resample_image_filter(img, transform=self.transform, interpolator=interp,
-                                        use_reference_image=True, reference_image=img, default_pixel_value=0)  # fmt: skip
+        out = itk.resample_image_filter(
+            img,
+            transform=self.transform,
+            interpolator=interp,
+            use_reference_image=True,
+            reference_image=img,
+            default_pixel_value=0,
+        )
         return from_itk(out)

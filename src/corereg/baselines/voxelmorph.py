@@ -40,8 +40,13 @@ class VoxelMorphNet(torch.nn.Module):
     KEYS: ClassVar[tuple] = ("nb_features", "integration_steps", "ncc_window", "lambda_grad")
     # Encoder widths of the VoxelMorph paper (16, 32, 32, 32); 7 integration steps (its
     # train script's default); NCC window 9; lambda 1 with NCC.  The CoRe paper gives none.
-    DEFAULTS: ClassVar[dict] = {"nb_features": [16, 32, 32, 32], "integration_steps": 7, "ncc_window": 9, "lambda_grad": 1.0,
-                "iterations": 20000}  # fmt: skip
+    DEFAULTS: ClassVar[dict] = {
+        "nb_features": [16, 32, 32, 32],
+        "integration_steps": 7,
+        "ncc_window": 9,
+        "lambda_grad": 1.0,
+        "iterations": 20000,
+    }
 
     def __init__(self, params: dict):
         super().__init__()
@@ -50,9 +55,12 @@ class VoxelMorphNet(torch.nn.Module):
 
         feats = [int(f) for f in params["nb_features"]]
         self.vxm = vxm.nn.models.VxmPairwise(
-            ndim=3, source_channels=1, target_channels=1, nb_features=feats,
+            ndim=3,
+            source_channels=1,
+            target_channels=1,
+            nb_features=feats,
             integration_steps=int(params["integration_steps"]),
-        )  # fmt: skip
+        )
         self.ncc = ne.nn.modules.NCC(window_size=int(params["ncc_window"]))
         self.lam = float(params["lambda_grad"])
         self.multiple = 2 ** len(feats)  # one pooling per encoder level

@@ -28,9 +28,21 @@ from corereg.io import atomic_dir, load_image, load_labels
 
 NAME = "AbdomenCTCT"
 # BTCV order (docs/data.md), used when the dataset json has no label block
-DEFAULT_LABELS = {1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 5: "esophagus", 6: "liver",
-                  7: "stomach", 8: "aorta", 9: "inferior vena cava", 10: "portal vein and splenic vein",
-                  11: "pancreas", 12: "right adrenal gland", 13: "left adrenal gland"}  # fmt: skip
+DEFAULT_LABELS = {
+    1: "spleen",
+    2: "right kidney",
+    3: "left kidney",
+    4: "gallbladder",
+    5: "esophagus",
+    6: "liver",
+    7: "stomach",
+    8: "aorta",
+    9: "inferior vena cava",
+    10: "portal vein and splenic vein",
+    11: "pancreas",
+    12: "right adrenal gland",
+    13: "left adrenal gland",
+}
 
 
 def fetch(source: dict, out, log=print, dataset: str = "abdomen") -> Path:
@@ -39,9 +51,15 @@ def fetch(source: dict, out, log=print, dataset: str = "abdomen") -> Path:
         raise CoreregError(f"datasets.{dataset}.source: no 'url' to download from")
     out = Path(out)
     downloads = out.parent / "downloads"
-    archive = download(source["url"], downloads / Path(source["url"].split("?")[0]).name, md5=source.get("md5"),
-                       size=source.get("size"), lock=ChecksumLock(out.parent / "checksums.lock.json"), log=log,
-                       **network_settings(source))  # fmt: skip
+    archive = download(
+        source["url"],
+        downloads / Path(source["url"].split("?")[0]).name,
+        md5=source.get("md5"),
+        size=source.get("size"),
+        lock=ChecksumLock(out.parent / "checksums.lock.json"),
+        log=log,
+        **network_settings(source),
+    )
     with atomic_dir(out) as tmp:
         unpack(archive, tmp)
         find_root(tmp)
@@ -59,8 +77,11 @@ def unpack(archive: Path, dest: Path) -> None:
             zf.extractall(dest)
     except zipfile.BadZipFile as exc:
         lock = archive.parent.parent / "checksums.lock.json"
-        raise InputError(archive, f"not a zip archive ({exc}); delete it and its entry in {lock}, "
-                                  "then run the step again to download it anew") from exc  # fmt: skip
+        raise InputError(
+            archive,
+            f"not a zip archive ({exc}); delete it and its entry in {lock}, "
+            "then run the step again to download it anew",
+        ) from exc
 
 
 def find_root(raw: Path) -> Path:
@@ -111,12 +132,33 @@ def prepare(raw, out, dataset: str, spec: dict, log=print) -> Path:
                 load_image(img, shape, spacing)  # shape, spacing and finite values
                 load_labels(lab, shape, spacing, labels)
                 # relative to the prepared folder, which sits beside raw/
-                cases.append({"id": f"{i:04d}", "image": relative_to(img, out), "label": relative_to(lab, out),
-                              "split": split})  # fmt: skip
-        pairs = [{"fixed": f"{a:04d}", "moving": f"{b:04d}", "split": s}
-                 for s, ids in (("train", train), ("test", test), ("val", val)) for a, b in combinations(ids, 2)]  # fmt: skip
-        write_manifest(tmp, dataset, NAME, "abdomenctct", shape, spacing, labels, cases, pairs, None,
-                       orientation="as distributed (RAS)", release=meta.get("release"))  # fmt: skip
+                cases.append(
+                    {
+                        "id": f"{i:04d}",
+                        "image": relative_to(img, out),
+                        "label": relative_to(lab, out),
+                        "split": split,
+                    }
+                )
+        pairs = [
+            {"fixed": f"{a:04d}", "moving": f"{b:04d}", "split": s}
+            for s, ids in (("train", train), ("test", test), ("val", val))
+            for a, b in combinations(ids, 2)
+        ]
+        write_manifest(
+            tmp,
+            dataset,
+            NAME,
+            "abdomenctct",
+            shape,
+            spacing,
+            labels,
+            cases,
+            pairs,
+            None,
+            orientation="as distributed (RAS)",
+            release=meta.get("release"),
+        )
     counts = {s: sum(p["split"] == s for p in pairs) for s in ("train", "val", "test")}
     log(f"[prepare] {dataset}: {len(cases)} scans, pairs {counts} (paper: train 190, test 45)")
     return out

@@ -25,14 +25,39 @@ FORMAT = "corereg-manifest/1"
 REQUIRED = ("format", "dataset", "shape", "spacing", "labels", "cases", "pairs")
 
 
-def write_manifest(root, dataset, name, source, shape, spacing, labels, cases, pairs, seed,
-                   orientation: str = "RAS", **extra) -> None:  # fmt: skip
+def write_manifest(
+    root,
+    dataset,
+    name,
+    source,
+    shape,
+    spacing,
+    labels,
+    cases,
+    pairs,
+    seed,
+    orientation: str = "RAS",
+    **extra,
+) -> None:
     """Write ``root/manifest.json``; ``extra`` keys (provenance) are stored beside the contract's."""
-    write_json(Path(root) / "manifest.json", {
-        "format": FORMAT, "dataset": dataset, "name": name, "source": source, "seed": seed,
-        "shape": list(shape), "spacing": list(spacing), "orientation": orientation, "intensity": "HU",
-        "labels": {str(k): v for k, v in sorted(labels.items())}, "cases": cases, "pairs": pairs, **extra,
-    })  # fmt: skip
+    write_json(
+        Path(root) / "manifest.json",
+        {
+            "format": FORMAT,
+            "dataset": dataset,
+            "name": name,
+            "source": source,
+            "seed": seed,
+            "shape": list(shape),
+            "spacing": list(spacing),
+            "orientation": orientation,
+            "intensity": "HU",
+            "labels": {str(k): v for k, v in sorted(labels.items())},
+            "cases": cases,
+            "pairs": pairs,
+            **extra,
+        },
+    )
 
 
 def relative_to(path, prepared) -> str:
@@ -112,8 +137,11 @@ class Manifest:
             return data  # loading the image names the problem
         image_axes = nib.aff2axcodes(nib.load(str(image)).affine)
         if nib.aff2axcodes(affine) != image_axes:
-            raise InputError(path, f"axis orientation {''.join(nib.aff2axcodes(affine))} differs "
-                                   f"from its image's {''.join(image_axes)}")  # fmt: skip
+            raise InputError(
+                path,
+                f"axis orientation {''.join(nib.aff2axcodes(affine))} differs "
+                f"from its image's {''.join(image_axes)}",
+            )
         return data
 
 

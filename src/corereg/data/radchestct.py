@@ -74,8 +74,9 @@ def resample(img: nib.Nifti1Image, spacing, order: int) -> nib.Nifti1Image:
     shape = np.maximum(np.round(np.array(data.shape) * old / new).astype(int), 1)
     # output voxel i samples input coordinate i * new/old (voxel centres aligned at the first voxel)
     scale = new / old
-    out = ndimage.affine_transform(data.astype(np.float32), scale, output_shape=tuple(shape), order=order,
-                                   mode="nearest")  # fmt: skip
+    out = ndimage.affine_transform(
+        data.astype(np.float32), scale, output_shape=tuple(shape), order=order, mode="nearest"
+    )
     aff = img.affine.copy()
     aff[:3, :3] = img.affine[:3, :3] @ np.diag(scale)
     dtype = data.dtype if order == 0 else np.float32
@@ -221,8 +222,12 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
     )
     how = source.get("split", "seeded")
     if how == "seeded":
-        pairs = split_by_patient(pairs, int(source["n_train_pairs"]), int(source["n_test_pairs"]),
-                                 int(source.get("seed", 0)))  # fmt: skip
+        pairs = split_by_patient(
+            pairs,
+            int(source["n_train_pairs"]),
+            int(source["n_test_pairs"]),
+            int(source.get("seed", 0)),
+        )
     elif how == "prefix_v2":
         pairs = split_by_prefix(pairs)
     else:
@@ -248,11 +253,22 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
             w = csv.DictWriter(fh, PAIR_FIELDS)
             w.writeheader()
             w.writerows({k: p[k] for k in PAIR_FIELDS} for p in pairs)
-        (tmp / "pairs.json").write_text(json.dumps({
-            "record": record, "pair_rule": source.get("pair_rule", "first_two"), "split": how,
-            "seed": source.get("seed", 0), "counts": counts, "scans": len(scans),
-            "paper": {"pairs": 371, "train": 300, "test": 71}, "downloads": str(cache.resolve()),
-        }, indent=1) + "\n")  # fmt: skip
+        (tmp / "pairs.json").write_text(
+            json.dumps(
+                {
+                    "record": record,
+                    "pair_rule": source.get("pair_rule", "first_two"),
+                    "split": how,
+                    "seed": source.get("seed", 0),
+                    "counts": counts,
+                    "scans": len(scans),
+                    "paper": {"pairs": 371, "train": 300, "test": 71},
+                    "downloads": str(cache.resolve()),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     log(f"[download] pair list: {counts} (paper: 371 pairs, 300 train / 71 test)")
     return out
 
@@ -271,8 +287,12 @@ def convert(raw, out, spec: dict, log=print) -> Path:
     scans = sorted({p[r] for p in pairs for r in ("fixed", "moving")})
     with atomic_dir(out) as tmp:
         for k, s in enumerate(scans):
-            convert_scan(cache / f"{s}.npz", tmp / "imagesTr" / f"RadChestCT_{s}_0000.nii.gz", spec["spacing"],
-                         spec["shape"])  # fmt: skip
+            convert_scan(
+                cache / f"{s}.npz",
+                tmp / "imagesTr" / f"RadChestCT_{s}_0000.nii.gz",
+                spec["spacing"],
+                spec["shape"],
+            )
             if k % 25 == 0:
                 log(f"[convert] {k + 1}/{len(scans)} {s}")
         shutil.copy(raw / "pairs.csv", tmp / "pairs.csv")
@@ -327,10 +347,21 @@ def prepare(label_dir, out, dataset: str, spec: dict, log=print) -> Path:
                     "split": split,
                 }
             )
-        write_manifest(tmp, dataset, "RadChestCT", "radchestct", shape, spacing, labels, cases,
-                       [{"fixed": p["fixed"], "moving": p["moving"], "split": p["split"]} for p in pairs],
-                       info.get("seed"),
-                       pairing={k: info.get(k) for k in ("record", "pair_rule", "split", "seed", "counts", "paper")})  # fmt: skip
+        write_manifest(
+            tmp,
+            dataset,
+            "RadChestCT",
+            "radchestct",
+            shape,
+            spacing,
+            labels,
+            cases,
+            [{"fixed": p["fixed"], "moving": p["moving"], "split": p["split"]} for p in pairs],
+            info.get("seed"),
+            pairing={
+                k: info.get(k) for k in ("record", "pair_rule", "split", "seed", "counts", "paper")
+            },
+        )
     log(
         f"[prepare] {dataset}: {len(cases)} scans, pairs {info.get('counts')} (paper: 300 train / 71 test)"
     )

@@ -85,8 +85,10 @@ def token_from_env(var: str | None, required: bool, what: str) -> str | None:
         return None
     value = os.environ.get(var, "").strip()
     if required and not value:
-        raise DownloadError(f"{what}: the access token variable {var} is not set; request access on the data "
-                            f"host, create a personal token and `export {var}=...` before running")  # fmt: skip
+        raise DownloadError(
+            f"{what}: the access token variable {var} is not set; request access on the data "
+            f"host, create a personal token and `export {var}=...` before running"
+        )
     return value or None
 
 
@@ -149,9 +151,21 @@ def network_settings(source: dict) -> dict:
     return {k: source[k] for k in ("timeout", "retries", "backoff") if source.get(k) is not None}
 
 
-def download(url: str, dest, *, size: int | None = None, md5: str | None = None, token: str | None = None,
-             token_query: str | None = None, lock: ChecksumLock | None = None, retries: int = 5,
-             backoff: float = 2.0, timeout: float = 60.0, log=print, session=None) -> Path:  # fmt: skip
+def download(
+    url: str,
+    dest,
+    *,
+    size: int | None = None,
+    md5: str | None = None,
+    token: str | None = None,
+    token_query: str | None = None,
+    lock: ChecksumLock | None = None,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 60.0,
+    log=print,
+    session=None,
+) -> Path:
     """Fetch ``url`` to ``dest`` (see the module docstring).  Returns ``dest``."""
     import requests
 
@@ -188,8 +202,10 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
             with http.get(url, headers=req_headers, stream=True, timeout=timeout) as resp:
                 code = resp.status_code
                 if code in (401, 403):
-                    raise DownloadError(f"{name}: access not granted by {shown} (HTTP {code}); check that your access "
-                                        "request was approved and that the token is valid")  # fmt: skip
+                    raise DownloadError(
+                        f"{name}: access not granted by {shown} (HTTP {code}); check that your access "
+                        "request was approved and that the token is valid"
+                    )
                 if code == 404:
                     raise DownloadError(f"{name}: not found at {shown} (HTTP 404)")
                 if code == 416:  # nothing left to send: the part is complete, or it is wrong
@@ -198,9 +214,11 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
                         break
                     # a part larger than the remote file, or of unknown fit: never a completed file
                     part.unlink()
-                    log(f"[download] {name}: the {offset}-byte partial file does not fit the remote "
+                    log(
+                        f"[download] {name}: the {offset}-byte partial file does not fit the remote "
                         f"file ({declared if declared is not None else 'size not declared'}); "
-                        "starting again")  # fmt: skip
+                        "starting again"
+                    )
                     continue
                 if code >= 500:
                     raise _Retry(f"HTTP {code}")
@@ -221,9 +239,11 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         free = shutil.disk_usage(part.parent).free
-                        raise DownloadError(f"{name}: disk full while writing {part} ({free / 1e6:.0f} MB free; "
-                                            f"{(total or 0) / 1e6:.0f} MB needed); the partial file is kept for "
-                                            "resuming") from exc  # fmt: skip
+                        raise DownloadError(
+                            f"{name}: disk full while writing {part} ({free / 1e6:.0f} MB free; "
+                            f"{(total or 0) / 1e6:.0f} MB needed); the partial file is kept for "
+                            "resuming"
+                        ) from exc
                     raise
                 finally:
                     progress.close()
@@ -239,8 +259,10 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
             attempt += 1
             reason = redact(str(exc), secrets)
             if attempt > retries:
-                raise DownloadError(f"{name}: download from {shown} failed after {retries} retries ({reason}); "
-                                    "rerun to resume") from None  # fmt: skip
+                raise DownloadError(
+                    f"{name}: download from {shown} failed after {retries} retries ({reason}); "
+                    "rerun to resume"
+                ) from None
             wait = backoff * 2 ** (attempt - 1)
             log(
                 f"[download] {name}: {reason}; retry {attempt}/{retries} in {wait:.0f} s (resuming)"
@@ -255,18 +277,25 @@ def download(url: str, dest, *, size: int | None = None, md5: str | None = None,
     got = md5sum(part)
     if md5 is not None and got != md5.lower():
         part.unlink()
-        raise DownloadError(f"{name}: checksum mismatch (md5 {got}, expected {md5}); the file was removed, "
-                            "nothing was used")  # fmt: skip
+        raise DownloadError(
+            f"{name}: checksum mismatch (md5 {got}, expected {md5}); the file was removed, "
+            "nothing was used"
+        )
     os.replace(part, dest)
     if lock is not None and recorded is None:
         if declared is not None and declared == got_size:
             lock.record(name, got_size, got)
             log(f"[download] {name}: recorded size {got_size} and md5 {got} in {lock.path}")
         else:  # a checksum is trusted only from a download whose size the server declared
-            log(f"[download] {name}: the server declared no size; md5 {got} not recorded in "
-                f"{lock.path} (pin it in the config to check later downloads)")  # fmt: skip
-    log(f"[download] {name}: {got_size / 1e6:.1f} MB, md5 {got} verified" if md5 else
-        f"[download] {name}: {got_size / 1e6:.1f} MB, md5 {got}")  # fmt: skip
+            log(
+                f"[download] {name}: the server declared no size; md5 {got} not recorded in "
+                f"{lock.path} (pin it in the config to check later downloads)"
+            )
+    log(
+        f"[download] {name}: {got_size / 1e6:.1f} MB, md5 {got} verified"
+        if md5
+        else f"[download] {name}: {got_size / 1e6:.1f} MB, md5 {got}"
+    )
     return dest
 
 
@@ -292,8 +321,13 @@ def _verified(path: Path, size: int | None, md5: str | None) -> bool:
     return md5 is None or md5sum(path) == md5.lower()
 
 
-def zenodo_files(record: str, api: str = "https://zenodo.org/api", token: str | None = None,
-                 timeout: float = 60.0, session=None) -> list[RemoteFile]:  # fmt: skip
+def zenodo_files(
+    record: str,
+    api: str = "https://zenodo.org/api",
+    token: str | None = None,
+    timeout: float = 60.0,
+    session=None,
+) -> list[RemoteFile]:
     """The files of a Zenodo record: name, size, md5 and content URL (records API)."""
     import requests
 

@@ -194,9 +194,20 @@ def abdomen_atlas() -> dict[int, object]:
 
 
 ABDOMEN_HU = {
-    6: 105, 1: 115, 2: 165, 3: 165, 7: 35, 4: 10, 11: 85, 12: 40, 13: 40,
-    8: 175, 9: 140, 10: 170, 5: 55,
-}  # fmt: skip
+    6: 105,
+    1: 115,
+    2: 165,
+    3: 165,
+    7: 35,
+    4: 10,
+    11: 85,
+    12: 40,
+    13: 40,
+    8: 175,
+    9: 140,
+    10: 170,
+    5: 55,
+}
 ABDOMEN_ORDER = (6, 1, 2, 3, 7, 4, 11, 12, 13, 10, 9, 8, 5)  # later ones paint over earlier ones
 
 
@@ -256,8 +267,9 @@ def render_abdomen(shape, spacing, rng, noise_hu=12.0) -> tuple[np.ndarray, np.n
 CHEST_HU = {"lung": -850.0, "myocardium": 60.0, "blood": 30.0, "bone": 300.0, "fat": -100.0}
 
 
-def render_chest(shape, spacing, anatomy_rng_seed: int, breath: float, position_shift, noise_rng,
-                 noise_hu=12.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def render_chest(
+    shape, spacing, anatomy_rng_seed: int, breath: float, position_shift, noise_rng, noise_hu=12.0
+) -> tuple[np.ndarray, np.ndarray]:
     """One chest scan: the patient's anatomy (from ``anatomy_rng_seed``) at a breathing state.
 
     ``breath`` in [-1, 1] moves the diaphragm along z (up to ~25 mm at the lung
@@ -274,8 +286,9 @@ def render_chest(shape, spacing, anatomy_rng_seed: int, breath: float, position_
     w = np.clip((z_top - x[2]) / 340.0, 0.0, 1.0)
     bl = body_layers(x, semi=(160.0, 115.0), center_y=0.0)
     inner = np.clip(1.2 - bl, 0.0, 1.0)
-    x = x + np.stack([0.06 * breath * x[0] * inner, 0.10 * breath * x[1] * inner,
-                      25.0 * breath * w * inner]).astype(np.float32)  # fmt: skip
+    x = x + np.stack(
+        [0.06 * breath * x[0] * inner, 0.10 * breath * x[1] * inner, 25.0 * breath * w * inner]
+    ).astype(np.float32)
     x = x + smooth_field(rng, shape, (4, 4, 4), amplitude=6.0)  # anatomy, not breathing
 
     hu = np.full(shape, -1000.0, dtype=np.float32)
@@ -335,8 +348,10 @@ def render_chest(shape, spacing, anatomy_rng_seed: int, breath: float, position_
         m = ch.inside(x) & h
         lab[m] = lid
         hu[m] = CHEST_HU["blood"]
-    aorta = Tube(np.array([[-5, 10, 60], [-10, 20, 120], [-25, -40, 120], [-25, -70, -160]],
-                          np.float32), 13.0)  # fmt: skip
+    aorta = Tube(
+        np.array([[-5, 10, 60], [-10, 20, 120], [-25, -40, 120], [-25, -70, -160]], np.float32),
+        13.0,
+    )
     hu[aorta.inside(x) & body & (lab == 0)] = 45.0
 
     lungmask = np.isin(lab, (1, 2, 3, 4, 5))
@@ -360,8 +375,17 @@ def _write_case(root: Path, name, case_id, hu, lab, affine, split) -> dict:
     return {"id": case_id, "image": img_rel, "label": lab_rel, "split": split}
 
 
-def generate_abdomen(out_dir, dataset: str, shape, spacing, n_train: int, n_test: int, seed: int,
-                     name="AbdomenCTCT", noise_hu=12.0) -> Path:  # fmt: skip
+def generate_abdomen(
+    out_dir,
+    dataset: str,
+    shape,
+    spacing,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    name="AbdomenCTCT",
+    noise_hu=12.0,
+) -> Path:
     """Inter-patient set: every unordered pair of train scans (and of test scans), lower id fixed."""
     if n_train < 2 or n_test < 2:
         raise ValueError("synthetic abdomen needs at least 2 train and 2 test scans")
@@ -382,13 +406,32 @@ def generate_abdomen(out_dir, dataset: str, shape, spacing, n_train: int, n_test
                 for i, a in enumerate(ids)
                 for b in ids[i + 1 :]
             ]
-        write_manifest(root, dataset, name, "synthetic_abdomen", shape, spacing, ABDOMEN_LABELS,
-                        cases, pairs, seed)  # fmt: skip
+        write_manifest(
+            root,
+            dataset,
+            name,
+            "synthetic_abdomen",
+            shape,
+            spacing,
+            ABDOMEN_LABELS,
+            cases,
+            pairs,
+            seed,
+        )
     return Path(out_dir)
 
 
-def generate_chest(out_dir, dataset: str, shape, spacing, n_train_pairs: int, n_test_pairs: int,
-                   seed: int, name="RadChestCT", noise_hu=12.0) -> Path:  # fmt: skip
+def generate_chest(
+    out_dir,
+    dataset: str,
+    shape,
+    spacing,
+    n_train_pairs: int,
+    n_test_pairs: int,
+    seed: int,
+    name="RadChestCT",
+    noise_hu=12.0,
+) -> Path:
     """Longitudinal set: one pair (scan 1 fixed, scan 2 moving) per synthetic patient."""
     if n_train_pairs < 1 or n_test_pairs < 1:
         raise ValueError("synthetic chest needs at least 1 train and 1 test pair")
@@ -406,18 +449,34 @@ def generate_chest(out_dir, dataset: str, shape, spacing, n_train_pairs: int, n_
                 [(b1, (0.0, 0.0, 0.0)), (b2, tuple(prng.uniform(-1, 1, 3) * [8.0, 8.0, 14.0]))]
             ):
                 case_id = f"{2 * p + scan + 1:04d}"
-                hu, lab = render_chest(shape, spacing, anatomy_seed, breath, shift,
-                                       np.random.default_rng([seed, 3, p, scan]), noise_hu)  # fmt: skip
+                hu, lab = render_chest(
+                    shape,
+                    spacing,
+                    anatomy_seed,
+                    breath,
+                    shift,
+                    np.random.default_rng([seed, 3, p, scan]),
+                    noise_hu,
+                )
                 cases.append(_write_case(root, name, case_id, hu, lab, affine, split))
                 ids.append(case_id)
             pairs.append({"fixed": ids[0], "moving": ids[1], "split": split})
-        write_manifest(root, dataset, name, "synthetic_chest", shape, spacing, CHEST_LABELS,
-                        cases, pairs, seed)  # fmt: skip
+        write_manifest(
+            root, dataset, name, "synthetic_chest", shape, spacing, CHEST_LABELS, cases, pairs, seed
+        )
     return Path(out_dir)
 
 
-def generate_deformed(out_dir, n_train: int, n_test: int = 3, shape=(32, 32, 40), spacing=(12.0, 12.0, 12.0),
-                      amp_mm: float = 18.0, seed: int = 5, name="Deformed") -> Path:  # fmt: skip
+def generate_deformed(
+    out_dir,
+    n_train: int,
+    n_test: int = 3,
+    shape=(32, 32, 40),
+    spacing=(12.0, 12.0, 12.0),
+    amp_mm: float = 18.0,
+    seed: int = 5,
+    name="Deformed",
+) -> Path:
     """One abdominal phantom under random smooth deformations (every pair differs by a smooth,
     recoverable field): the set on which the learned baselines' generalisation is checked."""
     from corereg.evaluation import identity_grid
@@ -436,8 +495,22 @@ def generate_deformed(out_dir, n_train: int, n_test: int = 3, shape=(32, 32, 40)
             seg = ndimage.map_coordinates(lab, coords, order=0, mode="nearest")
             split = "train" if k < n_train else "test"
             cases.append(_write_case(root, name, f"{k + 1:04d}", img, seg, affine, split))
-        pairs = [{"fixed": a["id"], "moving": b["id"], "split": a["split"]} for i, a in enumerate(cases)
-                 for b in cases[i + 1 :] if a["split"] == b["split"]]  # fmt: skip
-        write_manifest(root, name.lower(), name, "synthetic_abdomen", shape, spacing, ABDOMEN_LABELS, cases,
-                       pairs, seed)  # fmt: skip
+        pairs = [
+            {"fixed": a["id"], "moving": b["id"], "split": a["split"]}
+            for i, a in enumerate(cases)
+            for b in cases[i + 1 :]
+            if a["split"] == b["split"]
+        ]
+        write_manifest(
+            root,
+            name.lower(),
+            name,
+            "synthetic_abdomen",
+            shape,
+            spacing,
+            ABDOMEN_LABELS,
+            cases,
+            pairs,
+            seed,
+        )
     return Path(out_dir)

@@ -32,8 +32,13 @@ import numpy as np
 from corereg.errors import CoreregError, InputError
 from corereg.io import atomic_dir, save_nifti
 
-LOBES = ["lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
-         "lung_lower_lobe_right"]  # fmt: skip
+LOBES = [
+    "lung_upper_lobe_left",
+    "lung_lower_lobe_left",
+    "lung_upper_lobe_right",
+    "lung_middle_lobe_right",
+    "lung_lower_lobe_right",
+]
 VERTEBRAE = [f"vertebrae_T{k}" for k in range(12, 0, -1)]  # eval ids 6..17 = T12..T1
 HEART = [
     "heart_myocardium",
@@ -50,8 +55,10 @@ def class_maps(version: str) -> dict[str, dict[int, str]]:
     try:
         mod = importlib.import_module("totalsegmentator.map_to_binary")
     except ImportError as exc:
-        raise CoreregError("TotalSegmentator is not installed in this environment (envs/totalseg_v1.yaml or "
-                           "envs/totalseg_v2.yaml; `pip install TotalSegmentator==...`)") from exc  # fmt: skip
+        raise CoreregError(
+            "TotalSegmentator is not installed in this environment (envs/totalseg_v1.yaml or "
+            "envs/totalseg_v2.yaml; `pip install TotalSegmentator==...`)"
+        ) from exc
     cm = mod.class_map
     if version.startswith("1."):
         return {"total": cm["total_v1"] if "total_v1" in cm else cm["total"]}
@@ -101,22 +108,40 @@ def check(cfg: dict) -> list[str]:
         problems.append(
             f"TotalSegmentator {version} is not importable here: run with --use-conda ({env})"
         )
-    home = Path(os.environ.get("TOTALSEG_WEIGHTS_PATH") or Path(os.environ.get("TOTALSEG_HOME_DIR",
-                Path.home() / ".totalsegmentator")) / "nnunet" / "results")  # fmt: skip
-    wanted = ["Task251", "Task252", "Task253", "Task254", "Task255"] if version.startswith("1.") else \
-        ["Dataset291", "Dataset292", "Dataset293", "Dataset294", "Dataset295", "Dataset301"]  # fmt: skip
-    found = {p.name[:10] if p.name.startswith("Dataset") else p.name[:7] for p in home.rglob("*") if p.is_dir()} \
-        if home.is_dir() else set()  # fmt: skip
+    home = Path(
+        os.environ.get("TOTALSEG_WEIGHTS_PATH")
+        or Path(os.environ.get("TOTALSEG_HOME_DIR", Path.home() / ".totalsegmentator"))
+        / "nnunet"
+        / "results"
+    )
+    wanted = (
+        ["Task251", "Task252", "Task253", "Task254", "Task255"]
+        if version.startswith("1.")
+        else ["Dataset291", "Dataset292", "Dataset293", "Dataset294", "Dataset295", "Dataset301"]
+    )
+    found = (
+        {
+            p.name[:10] if p.name.startswith("Dataset") else p.name[:7]
+            for p in home.rglob("*")
+            if p.is_dir()
+        }
+        if home.is_dir()
+        else set()
+    )
     missing = [w for w in wanted if w not in found]
     if missing:
-        problems.append(f"TotalSegmentator weights {missing} not found under {home}: on a machine with internet run "
-                        f"`totalseg_download_weights -t total`{' and -t heartchambers_highres' if not version.startswith('1.') else ''}, "
-                        "then copy the folder to the nodes and set TOTALSEG_HOME_DIR (or TOTALSEG_WEIGHTS_PATH)")  # fmt: skip
+        problems.append(
+            f"TotalSegmentator weights {missing} not found under {home}: on a machine with internet run "
+            f"`totalseg_download_weights -t total`{' and -t heartchambers_highres' if not version.startswith('1.') else ''}, "
+            "then copy the folder to the nodes and set TOTALSEG_HOME_DIR (or TOTALSEG_WEIGHTS_PATH)"
+        )
     if not version.startswith("1."):
         env = cfg.get("licence_env", "TOTALSEG_LICENSE")
         if not os.environ.get(env):
-            problems.append(f"heartchambers_highres needs a TotalSegmentator licence: export {env}=aca_... "
-                            "(free academic licence from the TotalSegmentator website)")  # fmt: skip
+            problems.append(
+                f"heartchambers_highres needs a TotalSegmentator licence: export {env}=aca_... "
+                "(free academic licence from the TotalSegmentator website)"
+            )
     try:
         import torch
 

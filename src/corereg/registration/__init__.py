@@ -67,13 +67,19 @@ def check_pair(
     if fixed_affine is not None and moving_affine is not None:
         sf, sm = spacing_of(fixed_affine), spacing_of(moving_affine)
         if any(abs(a - b) > SPACING_TOL * max(1.0, b) for a, b in zip(sm, sf, strict=True)):
-            raise InputError(moving_path, f"voxel spacing {tuple(round(v, 4) for v in sm)} mm differs "
-                                          f"from the fixed image's {tuple(round(v, 4) for v in sf)} mm; "
-                                          "resample both to one grid first")  # fmt: skip
+            raise InputError(
+                moving_path,
+                f"voxel spacing {tuple(round(v, 4) for v in sm)} mm differs "
+                f"from the fixed image's {tuple(round(v, 4) for v in sf)} mm; "
+                "resample both to one grid first",
+            )
         of, om = nib.aff2axcodes(fixed_affine), nib.aff2axcodes(moving_affine)
         if of != om:
-            raise InputError(moving_path, f"axis orientation {''.join(om)} differs from the fixed "
-                                          f"image's {''.join(of)}; reorient both to one orientation first")  # fmt: skip
+            raise InputError(
+                moving_path,
+                f"axis orientation {''.join(om)} differs from the fixed "
+                f"image's {''.join(of)}; reorient both to one orientation first",
+            )
     for path, img in ((fixed_path, fixed), (moving_path, moving)):
         check_not_constant(path, img)
 
@@ -90,12 +96,16 @@ def check_field(where: str, disp: np.ndarray, shape) -> np.ndarray:
     """A method's field before it is written: (H, W, D, 3) on the fixed grid, finite."""
     disp = np.asarray(disp)
     if disp.shape != (*tuple(shape), 3):
-        raise CoreregError(f"{where}: the method returned a field of shape {disp.shape}, "
-                           f"not {(*tuple(shape), 3)}; nothing was written")  # fmt: skip
+        raise CoreregError(
+            f"{where}: the method returned a field of shape {disp.shape}, "
+            f"not {(*tuple(shape), 3)}; nothing was written"
+        )
     bad = int((~np.isfinite(disp)).sum())
     if bad:
-        raise CoreregError(f"{where}: the method returned a field with {bad} NaN or infinite "
-                           "values; nothing was written")  # fmt: skip
+        raise CoreregError(
+            f"{where}: the method returned a field with {bad} NaN or infinite "
+            "values; nothing was written"
+        )
     return disp
 
 

@@ -93,10 +93,15 @@ class Engine(Method):
                 cache.append((path, affine))
             if not p.get("test_adam", True):
                 return [
-                    {"fixed": q["fixed"], "moving": q["moving"], "seconds": s,
-                     "reg_fac": float("nan"), "reg_fac_status": "off"}
+                    {
+                        "fixed": q["fixed"],
+                        "moving": q["moving"],
+                        "seconds": s,
+                        "reg_fac": float("nan"),
+                        "reg_fac_status": "off",
+                    }
                     for q, s in zip(pairs, net_secs, strict=True)
-                ]  # fmt: skip
+                ]
             rows = self._search(pairs, cache, net_secs)
             for pair, (path, affine) in zip(pairs, cache, strict=True):
                 save(pair, to_voxels(torch.load(path.with_suffix(".adam.pt"))).numpy(), affine)
@@ -146,10 +151,16 @@ class Engine(Method):
             )
         self.chosen_reg_fac = res.reg_fac
         return [
-            {"fixed": q["fixed"], "moving": q["moving"], "seconds": n + a, "reg_fac": res.reg_fac,
-             "sdlogj_code_mean": res.sdlogj, "reg_fac_status": res.status}
+            {
+                "fixed": q["fixed"],
+                "moving": q["moving"],
+                "seconds": n + a,
+                "reg_fac": res.reg_fac,
+                "sdlogj_code_mean": res.sdlogj,
+                "reg_fac_status": res.status,
+            }
             for q, n, a in zip(pairs, net_secs, secs["adam"], strict=True)
-        ]  # fmt: skip
+        ]
 
 
 @dataclass

@@ -21,8 +21,13 @@ def identity_grid(shape, device=None, dtype=torch.float32, batch: int = 1) -> to
 def warp(image: torch.Tensor, field: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Pull ``image`` (B, C, h, w, d) through ``field`` (B, 3, h, w, d); zeros outside."""
     grid = identity_grid(field.shape[2:], field.device, field.dtype, field.shape[0])
-    return F.grid_sample(image, grid + field.permute(0, 2, 3, 4, 1), mode=mode, padding_mode="zeros",
-                         align_corners=False)  # fmt: skip
+    return F.grid_sample(
+        image,
+        grid + field.permute(0, 2, 3, 4, 1),
+        mode=mode,
+        padding_mode="zeros",
+        align_corners=False,
+    )
 
 
 def compose(first: torch.Tensor, second: torch.Tensor, order: str = "code") -> torch.Tensor:

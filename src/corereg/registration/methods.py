@@ -78,8 +78,17 @@ class ConvexAdam(Method):
     single precision on the CPU (the package's own rule).
     """
 
-    KEYS = ("mind_r", "mind_d", "lambda_weight", "grid_sp", "disp_hw", "selected_niter",
-            "selected_smooth", "grid_sp_adam", "ic")  # fmt: skip
+    KEYS = (
+        "mind_r",
+        "mind_d",
+        "lambda_weight",
+        "grid_sp",
+        "disp_hw",
+        "selected_niter",
+        "selected_smooth",
+        "grid_sp_adam",
+        "ic",
+    )
 
     def register(self, fixed, moving):
         from convexAdam.convex_adam_MIND import convex_adam_pt

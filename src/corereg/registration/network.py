@@ -28,8 +28,12 @@ class FeatureNet(nn.Sequential):
                 nn.ReLU(),
             ]
             cin = cout
-        layers += [nn.Conv3d(cin, proj[0], 3, stride=2, padding=1), nn.BatchNorm3d(proj[0]), nn.ReLU(),
-                   nn.Conv3d(proj[0], proj[1], 1)]  # fmt: skip
+        layers += [
+            nn.Conv3d(cin, proj[0], 3, stride=2, padding=1),
+            nn.BatchNorm3d(proj[0]),
+            nn.ReLU(),
+            nn.Conv3d(proj[0], proj[1], 1),
+        ]
         super().__init__(*layers)
         self.arch = {"channels": list(channels), "strides": list(strides), "proj": list(proj)}
 
@@ -53,8 +57,11 @@ class FeatureNet(nn.Sequential):
 
 
 def build(params: dict) -> FeatureNet:
-    return FeatureNet(params.get("feat_channels", (32, 64, 128, 128)), params.get("feat_strides", (2, 1, 2, 1)),
-                      params.get("proj_channels", (128, 16)))  # fmt: skip
+    return FeatureNet(
+        params.get("feat_channels", (32, 64, 128, 128)),
+        params.get("feat_strides", (2, 1, 2, 1)),
+        params.get("proj_channels", (128, 16)),
+    )
 
 
 def load_checkpoint(path, device) -> tuple[FeatureNet, dict]:

@@ -80,8 +80,18 @@ def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator, hu=None)
     return adam_mod.adam_refine(ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"))
 
 
-def register_pair(net, fixed_hu, moving_hu, p: dict, *, ice=True, clamp=None, use_adam=True, reg_fac=1.0,
-                  generator=None) -> PairResult:  # fmt: skip
+def register_pair(
+    net,
+    fixed_hu,
+    moving_hu,
+    p: dict,
+    *,
+    ice=True,
+    clamp=None,
+    use_adam=True,
+    reg_fac=1.0,
+    generator=None,
+) -> PairResult:
     """The full refinement of one pair; inputs are (1, 1, H, W, D) HU tensors on the device."""
     if int(p.get("num_warps", 2)) not in (1, 2):
         raise ValueError(

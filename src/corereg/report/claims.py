@@ -49,8 +49,13 @@ def _resolve(ref, rows: list[dict], me=None) -> list[dict]:
     out = []
     for item in ref:
         match = [r for r in rows if _key(r) == _key(item)]
-        out += match or [{"method": item["method"], "variant": item.get("variant", "default"),
-                          "label": f"{item['method']}/{item.get('variant', 'default')}"}]  # fmt: skip
+        out += match or [
+            {
+                "method": item["method"],
+                "variant": item.get("variant", "default"),
+                "label": f"{item['method']}/{item.get('variant', 'default')}",
+            }
+        ]
     return out
 
 
@@ -64,8 +69,14 @@ def compare(df, ds, row, others, p_max: float) -> list[dict]:
     out = []
     for other in others:
         theirs = _pairs(df, ds, other)
-        rec = {"other": other["label"], "n": 0, "diff": math.nan, "low": math.nan,
-               "high": math.nan, "p": math.nan}  # fmt: skip
+        rec = {
+            "other": other["label"],
+            "n": 0,
+            "diff": math.nan,
+            "low": math.nan,
+            "high": math.nan,
+            "p": math.nan,
+        }
         if mine.empty or theirs.empty:
             rec["missing"] = row["label"] if mine.empty else other["label"]
             out.append(rec)
@@ -131,8 +142,13 @@ def evaluate(
     for paper_key in claim["datasets"]:
         dss = [d for d in art["datasets"] if d.get("paper_key") == paper_key]
         if not dss:
-            out.append({"dataset": paper_key, "verdict": UNTESTABLE,
-                        "evidence": "no dataset of this run reproduces it"})  # fmt: skip
+            out.append(
+                {
+                    "dataset": paper_key,
+                    "verdict": UNTESTABLE,
+                    "evidence": "no dataset of this run reproduces it",
+                }
+            )
             continue
         for ds in dss:
             verdict, evidence, effect = _one(claim, art, rows, ds, df, logs, table_cache)
@@ -157,8 +173,16 @@ def _one(claim, art, rows, ds, df, logs, cache):
         others = _resolve(claim["others"], rows, mes[0] if len(mes) == 1 else None)
         results = []
         for me in mes:
-            results += [(me, r) for r in compare(df, key, me, [o for o in others if _key(o) != _key(me)],
-                                                 float(claim.get("p_max", 0.05)))]  # fmt: skip
+            results += [
+                (me, r)
+                for r in compare(
+                    df,
+                    key,
+                    me,
+                    [o for o in others if _key(o) != _key(me)],
+                    float(claim.get("p_max", 0.05)),
+                )
+            ]
         verdict = _combine([r["verdict"] for _, r in results])
         why = sorted({r["why"] for _, r in results if r["why"]})
         ev = "; ".join(f"{me['label']} {_fmt_cmp(r)}" for me, r in results)
@@ -225,9 +249,11 @@ def _one(claim, art, rows, ds, df, logs, cache):
             mine.sdlogj_l2r <= claim["factor"] * top
             and mine.neg_jac_percent <= claim["max_folding"]
         )
-        ev = (f"SDlogJ L2R {mine.sdlogj_l2r:.3f} (code {mine.sdlogj_code:.3f}), largest of the others "
-              f"{top:.3f} (limit ×{claim['factor']:g}); folding {mine.neg_jac_percent:.2f} % of voxels "
-              f"(limit {claim['max_folding']:g} %)")  # fmt: skip
+        ev = (
+            f"SDlogJ L2R {mine.sdlogj_l2r:.3f} (code {mine.sdlogj_code:.3f}), largest of the others "
+            f"{top:.3f} (limit ×{claim['factor']:g}); folding {mine.neg_jac_percent:.2f} % of voxels "
+            f"(limit {claim['max_folding']:g} %)"
+        )
         return (HOLDS if ok else FAILS), ev, {}
     if kind in ("slower", "fastest_least_accurate"):
         mes = _resolve(claim.get("row") or claim["rows"], rows)
@@ -256,8 +282,11 @@ def _one(claim, art, rows, ds, df, logs, cache):
         if kind == "slower":
             ok = all(get(m).t_inf > get(o).t_inf for m in mes for o in others)
         else:
-            ok = all(get(m).t_inf < get(o).t_inf and get(m).dice_mean < get(o).dice_mean
-                     for m in mes for o in others)  # fmt: skip
+            ok = all(
+                get(m).t_inf < get(o).t_inf and get(m).dice_mean < get(o).dice_mean
+                for m in mes
+                for o in others
+            )
         return (HOLDS if ok else FAILS), ev, {}
     if kind in ("curve_gap", "curve_exceeds_final"):
         me, other = _resolve(claim["row"], rows)[0], _resolve(claim["other"], rows)[0]
@@ -310,8 +339,15 @@ def per_structure(structure_csvs, spec: dict) -> pd.DataFrame:
 
         a, b = (_structure_means(sub, r) for r in (row, other))
         for name in a.index.intersection(b.index):
-            out.append({"dataset": ds["display"], "structure": name, "row": a[name], "other": b[name],
-                        "change": a[name] - b[name]})  # fmt: skip
+            out.append(
+                {
+                    "dataset": ds["display"],
+                    "structure": name,
+                    "row": a[name],
+                    "other": b[name],
+                    "change": a[name] - b[name],
+                }
+            )
     return pd.DataFrame(out, columns=["dataset", "structure", "row", "other", "change"])
 
 
@@ -327,8 +363,12 @@ def _structure_figure(table: pd.DataFrame, spec: dict, out_png: Path) -> None:
     import matplotlib.pyplot as plt
 
     dss = list(dict.fromkeys(table.dataset)) or ["(no data)"]
-    fig, axes = plt.subplots(1, len(dss), figsize=(4.8 * len(dss), 0.28 * max(8, len(table) / len(dss)) + 1.2),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1,
+        len(dss),
+        figsize=(4.8 * len(dss), 0.28 * max(8, len(table) / len(dss)) + 1.2),
+        squeeze=False,
+    )
     for ax, ds in zip(axes[0], dss, strict=True):
         t = table[table.dataset == ds].sort_values("change")
         ax.barh(t.structure, t.change, color=["C3" if c < 0 else "C2" for c in t.change])
@@ -364,23 +404,42 @@ def write_claims(
 
 
 def to_markdown(table: pd.DataFrame, ps: pd.DataFrame, spec: dict) -> str:
-    lines = ["# The paper's claims, checked", "", spec.get("scale", ""), "",
-             "| claim | where | dataset | verdict | evidence |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# The paper's claims, checked",
+        "",
+        spec.get("scale", ""),
+        "",
+        "| claim | where | dataset | verdict | evidence |",
+        "|---|---|---|---|---|",
+    ]
     for r in table.itertuples():
         lines.append(f"| {r.claim} | {r.where} | {r.dataset} | **{r.verdict}** | {r.evidence} |")
     counts = table.verdict.value_counts()
-    lines += ["", "Verdicts: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, FAILS, UNTESTABLE)) + ".",
-              "", "Effects are differences of mean Dice in points with a 95 % interval from a bootstrap "
-              "that resamples scans (inter-patient pairs) or patients (longitudinal pairs), per-pair "
-              "values averaged over training seeds; p: Wilcoxon signed-rank, Holm-corrected over a "
-              "claim's comparisons (docs/results.md).", ""]  # fmt: skip
+    lines += [
+        "",
+        "Verdicts: "
+        + ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, FAILS, UNTESTABLE))
+        + ".",
+        "",
+        "Effects are differences of mean Dice in points with a 95 % interval from a bootstrap "
+        "that resamples scans (inter-patient pairs) or patients (longitudinal pairs), per-pair "
+        "values averaged over training seeds; p: Wilcoxon signed-rank, Holm-corrected over a "
+        "claim's comparisons (docs/results.md).",
+        "",
+    ]
     ps_spec = spec["per_structure"]
     lines += [f"## Per structure: {ps_spec['row_label']} − {ps_spec['other_label']}", ""]
     if ps.empty:
         lines.append("Not available: one of the two rows did not run.")
     else:
-        lines += ["| dataset | structure | " + ps_spec["row_label"] + " | " + ps_spec["other_label"]
-                  + " | change |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "| dataset | structure | "
+            + ps_spec["row_label"]
+            + " | "
+            + ps_spec["other_label"]
+            + " | change |",
+            "|---|---|---|---|---|",
+        ]
         for r in ps.itertuples():
             lines.append(
                 f"| {r.dataset} | {r.structure} | {r.row:.1f} | {r.other:.1f} | {r.change:+.1f} |"

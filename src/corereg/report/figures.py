@@ -42,11 +42,17 @@ def fig4a(spec: dict, pair_csvs, out_prefix, manifests: dict | None = None) -> p
             ]
             pp = sel.groupby(["fixed", "moving"])["dice"].mean() * 100 if not sel.empty else None
             paper = (r.get("paper") or {}).get(ds.get("paper_key") or "") or {}
-            rows.append({"dataset": ds["key"], "alpha": r["alpha"], "variant": r["variant"],
-                         "dice_mean": pp.mean() if pp is not None else np.nan,
-                         "dice_std": pp.std(ddof=0) if pp is not None else np.nan,
-                         "paper_dice": paper.get("dice", np.nan),
-                         "paper_dice_vs_first": paper.get("dice_vs_first", np.nan)})  # fmt: skip
+            rows.append(
+                {
+                    "dataset": ds["key"],
+                    "alpha": r["alpha"],
+                    "variant": r["variant"],
+                    "dice_mean": pp.mean() if pp is not None else np.nan,
+                    "dice_std": pp.std(ddof=0) if pp is not None else np.nan,
+                    "paper_dice": paper.get("dice", np.nan),
+                    "paper_dice_vs_first": paper.get("dice_vs_first", np.nan),
+                }
+            )
         t = pd.DataFrame([x for x in rows if x["dataset"] == ds["key"]]).sort_values("alpha")
         ok = t.dropna(subset=["dice_mean"])
         if ok.empty:
@@ -83,9 +89,14 @@ def _mark_paper_differences(ax, t: pd.DataFrame, ok: pd.DataFrame) -> None:
     base = ok.dice_mean.iloc[0]
     for r in stated.itertuples():
         ax.plot(r.alpha, base + r.paper_dice_vs_first, "s", mfc="none", color="C3")
-        ax.annotate(f"paper: {r.paper_dice_vs_first:+.2f} vs α = {t.alpha.iloc[0]:g}",
-                    (r.alpha, base + r.paper_dice_vs_first), fontsize=7, xytext=(4, -10),
-                    textcoords="offset points", color="C3")  # fmt: skip
+        ax.annotate(
+            f"paper: {r.paper_dice_vs_first:+.2f} vs α = {t.alpha.iloc[0]:g}",
+            (r.alpha, base + r.paper_dice_vs_first),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+            color="C3",
+        )
 
 
 def fig4b(spec: dict, logs: dict[str, list[str]], out_prefix) -> None:
@@ -140,8 +151,16 @@ def _paper_points(ax, spec: dict) -> None:
         if "baseline_final" in pv:
             lines.append(f"baseline final {pv['baseline_final']:.1f}")
             ax.axhline(pv["baseline_final"], color="C3", lw=0.8, ls=":")
-        ax.text(0.99, 0.03, "paper (text): " + "; ".join(lines), transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=6.5, color="C3")  # fmt: skip
+        ax.text(
+            0.99,
+            0.03,
+            "paper (text): " + "; ".join(lines),
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=6.5,
+            color="C3",
+        )
 
 
 def _annotate_gap(ax, first: pd.Series, second: pd.Series, at: int) -> None:
@@ -177,8 +196,15 @@ def _overlay(ax, image, labels, window, n_labels, title=None):
     )
     if labels is not None:
         masked = np.ma.masked_where(labels.T == 0, labels.T)
-        ax.imshow(masked, cmap=label_cmap(n_labels), vmin=0.5, vmax=n_labels + 0.5, alpha=0.5,
-                  origin="lower", interpolation="nearest")  # fmt: skip
+        ax.imshow(
+            masked,
+            cmap=label_cmap(n_labels),
+            vmin=0.5,
+            vmax=n_labels + 0.5,
+            alpha=0.5,
+            origin="lower",
+            interpolation="nearest",
+        )
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
     ax.set_xticks([])
@@ -195,8 +221,9 @@ def fig3(panels: list[dict], out_prefix) -> None:
     spacing.  Two rows per dataset: axial (a0-a1 plane) and coronal (a0-a2 plane).
     """
     ncols = 3 + max(len(p["methods"]) for p in panels)
-    fig, axes = plt.subplots(2 * len(panels), ncols, figsize=(2.2 * ncols, 4.6 * len(panels)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        2 * len(panels), ncols, figsize=(2.2 * ncols, 4.6 * len(panels)), squeeze=False
+    )
     for k, p in enumerate(panels):
         for v, view in enumerate(("axial", "coronal")):
             ax_row = axes[2 * k + v]
@@ -209,9 +236,11 @@ def fig3(panels: list[dict], out_prefix) -> None:
                 aspect = p["spacing"][2] / p["spacing"][0]
             elif p["spacing"][1] != p["spacing"][0]:
                 aspect = p["spacing"][1] / p["spacing"][0]
-            panels_ = [(cut(p["fixed"]), None, f"{p['display']}\nfixed ({view})"),
-                       (cut(p["fixed"]), cut(p["fixed_lab"]), "fixed + labels"),
-                       (cut(p["moving"]), cut(p["moving_lab"]), "moving + labels")]  # fmt: skip
+            panels_ = [
+                (cut(p["fixed"]), None, f"{p['display']}\nfixed ({view})"),
+                (cut(p["fixed"]), cut(p["fixed_lab"]), "fixed + labels"),
+                (cut(p["moving"]), cut(p["moving_lab"]), "moving + labels"),
+            ]
             for name, warped in p["methods"]:
                 panels_.append(
                     (

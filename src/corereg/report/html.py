@@ -88,9 +88,11 @@ def markdown_tables_to_html(md: str) -> str:
             out.append(f'<table class="result"><thead><tr>{cells}</tr></thead><tbody>')
             for r in body:
                 tds = "".join(
-                    f'<td class="num">{_inline(c)}</td>' if re.match(r"^[-+]?[\d.]", c) else f"<td>{_inline(c)}</td>"
+                    f'<td class="num">{_inline(c)}</td>'
+                    if re.match(r"^[-+]?[\d.]", c)
+                    else f"<td>{_inline(c)}</td>"
                     for c in r
-                )  # fmt: skip
+                )
                 out.append(f"<tr>{tds}</tr>")
             out.append("</tbody></table>")
             continue
@@ -105,9 +107,11 @@ def _table(df: pd.DataFrame) -> str:
     rows = []
     for _, r in df.iterrows():
         cells = "".join(
-            f'<td class="num">{html.escape(str(v))}</td>' if isinstance(v, int | float) else f"<td>{html.escape(str(v))}</td>"
+            f'<td class="num">{html.escape(str(v))}</td>'
+            if isinstance(v, int | float)
+            else f"<td>{html.escape(str(v))}</td>"
             for v in r
-        )  # fmt: skip
+        )
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -115,9 +119,16 @@ def _table(df: pd.DataFrame) -> str:
 def _regularity(tables: list[str]) -> str:
     """Per row of every table: both SDlogJ formulas, folding (% of det J <= 0), HD95 and the
     test-time reg_fac with whether its search reached the band, from the tables' CSV data."""
-    keep = {"row": "row", "dataset_label": "dataset", "sdlogj_l2r": "SDlogJ L2R",
-            "sdlogj_code": "SDlogJ code", "neg_jac_percent": "% det J ≤ 0", "hd95": "HD95 mm",
-            "reg_fac": "reg_fac", "reg_fac_status": "reg_fac search"}  # fmt: skip
+    keep = {
+        "row": "row",
+        "dataset_label": "dataset",
+        "sdlogj_l2r": "SDlogJ L2R",
+        "sdlogj_code": "SDlogJ code",
+        "neg_jac_percent": "% det J ≤ 0",
+        "hd95": "HD95 mm",
+        "reg_fac": "reg_fac",
+        "reg_fac_status": "reg_fac search",
+    }
     parts = []
     for md_path in tables:
         csv = Path(md_path).with_suffix(".csv")
@@ -147,8 +158,9 @@ def _versions() -> pd.DataFrame:
         except metadata.PackageNotFoundError:
             rows.append({"software": pkg, "version": "not installed"})
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except OSError:
         commit = ""
     rows.append({"software": "corereg git commit", "version": commit or "unknown"})
@@ -163,8 +175,15 @@ def compute_usage(results: Path, gpu_rules: dict[str, int]) -> pd.DataFrame:
         times = benchmark_seconds(rule_dir)
         seconds, jobs = sum(times), len(times)
         gpus = int(gpu_rules.get(rule_dir.name, 0))
-        rows.append({"rule": rule_dir.name, "jobs": jobs, "wall h": round(seconds / 3600, 3),
-                     "GPUs per job": gpus, "GPU-hours": round(gpus * seconds / 3600, 3)})  # fmt: skip
+        rows.append(
+            {
+                "rule": rule_dir.name,
+                "jobs": jobs,
+                "wall h": round(seconds / 3600, 3),
+                "GPUs per job": gpus,
+                "GPU-hours": round(gpus * seconds / 3600, 3),
+            }
+        )
     return pd.DataFrame(rows, columns=["rule", "jobs", "wall h", "GPUs per job", "GPU-hours"])
 
 
@@ -192,8 +211,10 @@ def _datasets(spec: dict) -> pd.DataFrame:
             row["shape"] = "×".join(map(str, m.shape))
             pairing = m.meta.get("pairing")
             if pairing:
-                row["pairing"] = (f"rule {pairing.get('pair_rule')}, split {pairing.get('split')}, "
-                                  f"seed {pairing.get('seed')}")  # fmt: skip
+                row["pairing"] = (
+                    f"rule {pairing.get('pair_rule')}, split {pairing.get('split')}, "
+                    f"seed {pairing.get('seed')}"
+                )
             row["spacing mm"] = "×".join(f"{s:g}" for s in m.spacing)
         except (OSError, InputError):
             row["train pairs"] = "not prepared"
@@ -229,13 +250,21 @@ def _switches(spec: dict) -> str:
     return "\n".join(parts)
 
 
-def build_report(spec: dict, tables: list[str], figures: list[str], results: str, out: str,
-                 claims: str | None = None) -> Path:  # fmt: skip
+def build_report(
+    spec: dict,
+    tables: list[str],
+    figures: list[str],
+    results: str,
+    out: str,
+    claims: str | None = None,
+) -> Path:
     results_dir = Path(results)
-    body = [f"<h1>{html.escape(spec.get('title', 'CoRe reproduction report'))}</h1>",
-            f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M:%S %Z")} from <code>{html.escape(results)}</code>. '
-            "Paper columns are the published values; Δ = ours − paper; p: Wilcoxon signed-rank tests against the "
-            "reference row, Holm-corrected (see each table's note).</p>"]  # fmt: skip
+    body = [
+        f"<h1>{html.escape(spec.get('title', 'CoRe reproduction report'))}</h1>",
+        f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M:%S %Z")} from <code>{html.escape(results)}</code>. '
+        "Paper columns are the published values; Δ = ours − paper; p: Wilcoxon signed-rank tests against the "
+        "reference row, Holm-corrected (see each table's note).</p>",
+    ]
     nav = ['<nav><a href="#data">data</a>']
     sections = []
     for md_path in tables:
@@ -254,9 +283,11 @@ def build_report(spec: dict, tables: list[str], figures: list[str], results: str
         data = base64.b64encode(path.read_bytes()).decode()
         title = spec.get("figure_titles", {}).get(path.stem, path.stem)
         nav.append(f'<a href="#{path.stem}">{path.stem}</a>')
-        sections.append(f'<section id="{path.stem}"><h2>{html.escape(title)}</h2><figure>'
-                        f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(path.name)}</figcaption></figure></section>")  # fmt: skip
+        sections.append(
+            f'<section id="{path.stem}"><h2>{html.escape(title)}</h2><figure>'
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(path.name)}</figcaption></figure></section>"
+        )
     if claims:
         path = Path(claims)
         if not path.is_file():
@@ -265,26 +296,35 @@ def build_report(spec: dict, tables: list[str], figures: list[str], results: str
         sections.insert(
             0, f'<section id="claims">{markdown_tables_to_html(path.read_text())}</section>'
         )
-    nav += ['<a href="#regularity">regularity</a>', '<a href="#switches">fidelity switches</a>',
-            '<a href="#compute">compute</a></nav>']  # fmt: skip
+    nav += [
+        '<a href="#regularity">regularity</a>',
+        '<a href="#switches">fidelity switches</a>',
+        '<a href="#compute">compute</a></nav>',
+    ]
     seeds = spec.get("seeds", [])
-    data = (f'<section id="data"><h2>Data and seeds</h2>{_table(_datasets(spec))}'
-            f"<p>Seeds of trainable methods: {len(seeds)} ({', '.join(map(str, seeds))}).</p></section>")  # fmt: skip
+    data = (
+        f'<section id="data"><h2>Data and seeds</h2>{_table(_datasets(spec))}'
+        f"<p>Seeds of trainable methods: {len(seeds)} ({', '.join(map(str, seeds))}).</p></section>"
+    )
     usage = compute_usage(results_dir, spec.get("gpu_rules", {}))
     devices = _devices(results_dir)
-    compute = (f'<section id="compute"><h2>Software and compute</h2>{_table(_versions())}'
-               f"<p>Devices that registered test pairs: {html.escape(', '.join(devices) or 'none recorded')}.</p>"
-               f"<h3>Time per rule (Snakemake benchmark files)</h3>{_table(usage)}"
-               f"<p>Total GPU-hours: {usage['GPU-hours'].sum():.3f}; total wall hours: {usage['wall h'].sum():.3f}.</p>"
-               "</section>")  # fmt: skip
+    compute = (
+        f'<section id="compute"><h2>Software and compute</h2>{_table(_versions())}'
+        f"<p>Devices that registered test pairs: {html.escape(', '.join(devices) or 'none recorded')}.</p>"
+        f"<h3>Time per rule (Snakemake benchmark files)</h3>{_table(usage)}"
+        f"<p>Total GPU-hours: {usage['GPU-hours'].sum():.3f}; total wall hours: {usage['wall h'].sum():.3f}.</p>"
+        "</section>"
+    )
     switches = (
         f'<section id="switches"><h2>Fidelity switches in force</h2>{_switches(spec)}</section>'
     )
-    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(spec.get('title', 'CoRe reproduction report'))}</title><style>{CSS}</style>"
-            f"<script>{CHECK_JS}</script></head><body>"
-            + "\n".join([*body, " ".join(nav), data, *sections, _regularity(tables), switches, compute])
-            + "</body></html>\n")  # fmt: skip
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(spec.get('title', 'CoRe reproduction report'))}</title><style>{CSS}</style>"
+        f"<script>{CHECK_JS}</script></head><body>"
+        + "\n".join([*body, " ".join(nav), data, *sections, _regularity(tables), switches, compute])
+        + "</body></html>\n"
+    )
     out_path = Path(out)
     with atomic_path(out_path) as tmp:
         tmp.write_text(page)

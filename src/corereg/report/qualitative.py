@@ -32,11 +32,18 @@ def fig3_from_spec(spec: dict, out_prefix) -> None:
         import numpy as np
 
         c = np.argwhere(fl > 0).mean(0).astype(int) if (fl > 0).any() else np.array(fl.shape) // 2
-        panels.append({
-            "display": f"{ds['display']} ({pair['fixed']} ← {pair['moving']})",
-            "fixed": fixed, "moving": moving, "fixed_lab": fl, "moving_lab": ml,
-            "window": ds.get("window", [-200, 300]), "n_labels": max(m.labels),
-            "methods": methods, "spacing": m.spacing,
-            "slices": {"axial": int(c[2]), "coronal": int(c[1])},
-        })  # fmt: skip
+        panels.append(
+            {
+                "display": f"{ds['display']} ({pair['fixed']} ← {pair['moving']})",
+                "fixed": fixed,
+                "moving": moving,
+                "fixed_lab": fl,
+                "moving_lab": ml,
+                "window": ds.get("window", [-200, 300]),
+                "n_labels": max(m.labels),
+                "methods": methods,
+                "spacing": m.spacing,
+                "slices": {"axial": int(c[2]), "coronal": int(c[1])},
+            }
+        )
     fig3(panels, out_prefix)

@@ -39,8 +39,17 @@ SDLOGJ_NAMES = {"sdlogj_l2r": "L2R", "sdlogj_code": "code", "sdlogj_std": "std"}
 DICE_AGGREGATES = ("pooled", "pair_mean")
 
 
-PAIR_COLUMNS = {"fixed": str, "moving": str, "dice": float, "n_structures": float, "hd95": float,
-                "sdlogj_l2r": float, "sdlogj_code": float, "seconds": float, "device": str}  # fmt: skip
+PAIR_COLUMNS = {
+    "fixed": str,
+    "moving": str,
+    "dice": float,
+    "n_structures": float,
+    "hd95": float,
+    "sdlogj_l2r": float,
+    "sdlogj_code": float,
+    "seconds": float,
+    "device": str,
+}
 
 
 def rebuild_hint(path) -> str:
@@ -96,9 +105,12 @@ def load_pair_metrics(paths, expected: dict | None = None) -> pd.DataFrame:
                 got = set(sub.fixed + "_" + sub.moving)
                 want = set(expected[ds])
                 if got != want:
-                    raise InputError(path, f"scores {len(got)} pairs, the manifest of {ds} has "
-                                           f"{len(want)} test pairs ({len(want - got)} missing, "
-                                           f"{len(got - want)} not in it); {rebuild_hint(path)}")  # fmt: skip
+                    raise InputError(
+                        path,
+                        f"scores {len(got)} pairs, the manifest of {ds} has "
+                        f"{len(want)} test pairs ({len(want - got)} missing, "
+                        f"{len(got - want)} not in it); {rebuild_hint(path)}",
+                    )
         frames.append(df)
     if not frames:
         return pd.DataFrame(columns=[*KEY, "seed", "fixed", "moving", "dice"])
@@ -138,8 +150,12 @@ def summarize(df, dataset, row, sdlogj_col, aggregate: str = "pooled") -> dict:
         (df.dataset == dataset) & (df.method == row["method"]) & (df.variant == row["variant"])
     ]
     if sel.empty:
-        return {"status": NOT_RUN, **dict.fromkeys(STAT_KEYS, float("nan")), "device": "",
-                "reg_fac_status": ""}  # fmt: skip
+        return {
+            "status": NOT_RUN,
+            **dict.fromkeys(STAT_KEYS, float("nan")),
+            "device": "",
+            "reg_fac_status": "",
+        }
     dice = per_pair(df, dataset, row["method"], row["variant"]) * 100.0
     n_struct = per_pair(df, dataset, row["method"], row["variant"], "n_structures")
     pooled = pooled_dice(dice, n_struct)
@@ -186,8 +202,13 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
     for ds in spec["datasets"]:
         ref_dice = per_pair(df, ds["key"], ref["method"], ref["variant"]) if ref else None
         for row in spec["rows"]:
-            rec = {"row": row["label"], "method": row["method"], "variant": row["variant"],
-                   "dataset": ds["key"], "dataset_label": ds["display"]}  # fmt: skip
+            rec = {
+                "row": row["label"],
+                "method": row["method"],
+                "variant": row["variant"],
+                "dataset": ds["key"],
+                "dataset_label": ds["display"],
+            }
             rec.update(summarize(df, ds["key"], row, sdlogj_col, aggregate))
             absent = missing.get((ds["key"], row["method"], row["variant"]))
             rec["reason"] = (row.get("reason") or absent or "") if rec["status"] != "ok" else ""
@@ -241,22 +262,51 @@ def _paper_dice(r) -> str:
 def _cells(r) -> list[str]:
     paper = [_f(r["paper_sdlogj"], "{:.3f}")]
     if r["status"] != "ok":
-        return [NOT_RUN + ("*" if r.get("reason") else ""), _paper_dice(r), "–", "–", "–", *paper,
-                "–", "–", _f(r["paper_t_inf"], "{:.2f}"), "–"]  # fmt: skip
+        return [
+            NOT_RUN + ("*" if r.get("reason") else ""),
+            _paper_dice(r),
+            "–",
+            "–",
+            "–",
+            *paper,
+            "–",
+            "–",
+            _f(r["paper_t_inf"], "{:.2f}"),
+            "–",
+        ]
     dice = f"{r['dice_mean']:.1f} ± {r['dice_std']:.1f}"
     if not math.isnan(r.get("dice_seed_sd", float("nan"))):
         dice += f" (seeds ±{r['dice_seed_sd']:.1f})"
     p = "ref." if r["is_reference"] else _p(r["p_holm"])
-    return [dice, _paper_dice(r), _f(r["delta_dice"], "{:+.1f}"), _f(r["sdlogj_l2r"], "{:.3f}"),
-            _f(r["sdlogj"], "{:.3f}"), *paper, _f(r["hd95"], "{:.1f}"), _f(r["t_inf"], "{:.2f}"),
-            _f(r["paper_t_inf"], "{:.2f}"), p]  # fmt: skip
+    return [
+        dice,
+        _paper_dice(r),
+        _f(r["delta_dice"], "{:+.1f}"),
+        _f(r["sdlogj_l2r"], "{:.3f}"),
+        _f(r["sdlogj"], "{:.3f}"),
+        *paper,
+        _f(r["hd95"], "{:.1f}"),
+        _f(r["t_inf"], "{:.2f}"),
+        _f(r["paper_t_inf"], "{:.2f}"),
+        p,
+    ]
 
 
 def columns(spec: dict) -> list[str]:
     """Column heads of one dataset block; the second SDlogJ is the formula compared with the paper."""
     formula = SDLOGJ_NAMES.get(spec.get("sdlogj", "sdlogj_code"), spec.get("sdlogj", ""))
-    return ["Dice %", "paper", "Δ", "SDlogJ L2R", f"SDlogJ {formula}", "paper", "HD95 mm",
-            "T_inf s", "paper", "p (Holm)"]  # fmt: skip
+    return [
+        "Dice %",
+        "paper",
+        "Δ",
+        "SDlogJ L2R",
+        f"SDlogJ {formula}",
+        "paper",
+        "HD95 mm",
+        "T_inf s",
+        "paper",
+        "p (Holm)",
+    ]
 
 
 def to_markdown(spec: dict, table: pd.DataFrame) -> str:
@@ -383,9 +433,17 @@ def _reg_fac_note(spec: dict, table: pd.DataFrame) -> str:
 
 
 def _tex_escape(s: str) -> str:
-    return (str(s).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
-            .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-            .replace("–", "--"))  # fmt: skip
+    return (
+        str(s)
+        .replace("\\", r"\textbackslash{}")
+        .replace("&", r"\&")
+        .replace("%", r"\%")
+        .replace("_", r"\_")
+        .replace("#", r"\#")
+        .replace("±", r"$\pm$")
+        .replace("Δ", r"$\Delta$")
+        .replace("–", "--")
+    )
 
 
 def to_latex(spec: dict, table: pd.DataFrame) -> str:

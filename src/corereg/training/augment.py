@@ -48,8 +48,12 @@ def adjust_label_code(label: torch.Tensor, aff: Affines, full_shape) -> torch.Te
     """The code's label: x + v(x) = A12 x + û_s(A12 x), A12 = expm(logm A1 − logm A2),
     û_s = ↑4(↓½(û)) (smoothing through quarter resolution); returns half resolution."""
     dev = label.device
-    smooth = F.interpolate(F.interpolate(label, scale_factor=0.5, mode="trilinear", align_corners=False),
-                           scale_factor=4, mode="trilinear", align_corners=False)  # fmt: skip
+    smooth = F.interpolate(
+        F.interpolate(label, scale_factor=0.5, mode="trilinear", align_corners=False),
+        scale_factor=4,
+        mode="trilinear",
+        align_corners=False,
+    )
     l1 = scipy.linalg.logm(aff.a1.numpy())
     l2 = scipy.linalg.logm(aff.a2.numpy())
     a12 = torch.from_numpy(np.real(scipy.linalg.expm(l1 - l2)))
@@ -75,8 +79,16 @@ def adjust_label_exact(label: torch.Tensor, aff: Affines) -> torch.Tensor:
     return (mapped - g0).permute(0, 4, 1, 2, 3)
 
 
-def augment_pair(fixed, moving, label, strength, generator, composition="code", pad="minimum",
-                 return_affines=False):  # fmt: skip
+def augment_pair(
+    fixed,
+    moving,
+    label,
+    strength,
+    generator,
+    composition="code",
+    pad="minimum",
+    return_affines=False,
+):
     """Augmented (fixed, moving, label[, affines]); images (1, 1, H, W, D), label (1, 3, H/2, W/2, D/2)."""
     full_shape = fixed.shape[2:]
     aff = draw_affines(strength, generator)

@@ -47,8 +47,9 @@ def cl_weight(i: int, total: int, p: dict) -> float:
 
 
 # ----------------------------------------------------------------------------- T_i
-def bezier_intensity(image: torch.Tensor, generator: torch.Generator, prob: float = 0.5,
-                     samples: int = 100_000) -> torch.Tensor:  # fmt: skip
+def bezier_intensity(
+    image: torch.Tensor, generator: torch.Generator, prob: float = 0.5, samples: int = 100_000
+) -> torch.Tensor:
     """Models-Genesis-style monotone Bézier curve on the min-max scaled image (probability ``prob``)."""
     if float(torch.rand((), generator=generator)) >= prob:
         return image
@@ -96,8 +97,10 @@ def sample_locations(
     if idx.shape[0] == 0:
         from corereg.errors import CoreregError
 
-        raise CoreregError(f"no foreground feature voxel at least cl_border={border} voxels from the border "
-                           f"of the {tuple(feat_shape)} feature grid; lower engine.cl_border")  # fmt: skip
+        raise CoreregError(
+            f"no foreground feature voxel at least cl_border={border} voxels from the border "
+            f"of the {tuple(feat_shape)} feature grid; lower engine.cl_border"
+        )
     order = torch.randperm(idx.shape[0], generator=generator)[: min(n, idx.shape[0])]
     return idx[order.to(idx.device)]
 
@@ -177,12 +180,20 @@ def check_params(p: dict) -> None:
     if mode not in ("separate", "listing1"):
         raise CoreregError(f"engine.cl_views must be 'separate' or 'listing1', not '{mode}'")
     if mode == "listing1" and (aug.get("intensity") or not aug.get("geometric", True)):
-        raise CoreregError("engine.cl_views 'listing1' takes view A from the registration input, which has only "
-                           "the geometric augmentation: it needs cl_aug {geometric: true, intensity: false}")  # fmt: skip
+        raise CoreregError(
+            "engine.cl_views 'listing1' takes view A from the registration input, which has only "
+            "the geometric augmentation: it needs cl_aug {geometric: true, intensity: false}"
+        )
 
 
-def view_a_input(images: torch.Tensor, p: dict, generator: torch.Generator, strength: float,
-                 pad: str, affines=None) -> tuple[torch.Tensor, list | None]:  # fmt: skip
+def view_a_input(
+    images: torch.Tensor,
+    p: dict,
+    generator: torch.Generator,
+    strength: float,
+    pad: str,
+    affines=None,
+) -> tuple[torch.Tensor, list | None]:
     """The augmented images whose conv4 output is view A (intensity, then the affine move),
     and the affines used (None without the geometric augmentation)."""
     aug = p.get("cl_aug", {"geometric": True, "intensity": False})
@@ -195,9 +206,11 @@ def view_a_input(images: torch.Tensor, p: dict, generator: torch.Generator, stre
         affines = [draw_affines(strength, generator).a1 for _ in range(len(images))]
     shape = images.shape[2:]
     moved = torch.cat(
-        [augment_image(x[k : k + 1], affine_grid(a, shape, images.device), pad)
-         for k, a in enumerate(affines)]
-    )  # fmt: skip
+        [
+            augment_image(x[k : k + 1], affine_grid(a, shape, images.device), pad)
+            for k, a in enumerate(affines)
+        ]
+    )
     return moved, affines
 
 
@@ -207,8 +220,15 @@ def view_b(net, images: torch.Tensor, p: dict, affines) -> torch.Tensor:
     return base if affines is None else move_features(base, affines)
 
 
-def views(net, images: torch.Tensor, p: dict, generator: torch.Generator, strength: float, pad: str,
-          affines=None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def views(
+    net,
+    images: torch.Tensor,
+    p: dict,
+    generator: torch.Generator,
+    strength: float,
+    pad: str,
+    affines=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(view A, view B) feature maps of a batch of network inputs (B, 1, H, W, D).
 
     One ``conv4`` call per view over the whole batch, as the code does (its
@@ -240,9 +260,15 @@ def contrastive_loss(
     return _sampled_loss(fa, fb, ma, mb, fixed, moving, p, generator)
 
 
-def contrastive_loss_listing1(net, view_a_fixed: torch.Tensor, view_a_moving: torch.Tensor,
-                              pairs: list[tuple[torch.Tensor, torch.Tensor]], affines, p: dict,
-                              generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+def contrastive_loss_listing1(
+    net,
+    view_a_fixed: torch.Tensor,
+    view_a_moving: torch.Tensor,
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    affines,
+    p: dict,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """L_c with the paper's Listing 1 views: view A is the registration forward's conv4
     output of the augmented batch (passed in, so it costs nothing), view B the
     original images' conv4 output moved by the same affines (A1 fixed, A2 moving)."""

@@ -120,8 +120,17 @@ def dice_mean(fixed_lab, warped_lab, labels) -> float:
 
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
-    def __init__(self, data: TrainData, params: dict, seed: int, device: torch.device, out_dir: Path,
-                 clamp_eval=None, log=print, clamp_train=None):  # fmt: skip
+    def __init__(
+        self,
+        data: TrainData,
+        params: dict,
+        seed: int,
+        device: torch.device,
+        out_dir: Path,
+        clamp_eval=None,
+        log=print,
+        clamp_train=None,
+    ):
         if params.get("ema"):
             raise NotImplementedYet("the EMA teacher option (engine.ema)")
         self.d, self.p, self.seed, self.device = data, params, seed, device
@@ -149,8 +158,9 @@ class Trainer:
             [q for q in self.net.parameters() if q.requires_grad], lr=p["lr_max"]
         )
         if p.get("lr_schedule", "cosine_warm_restarts") == "cosine_warm_restarts":
-            self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.opt, T_0=self.ips, T_mult=1,
-                                                                               eta_min=p["lr_min"])  # fmt: skip
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+                self.opt, T_0=self.ips, T_mult=1, eta_min=p["lr_min"]
+            )
         else:
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.opt, T_max=self.total, eta_min=p["lr_min"]
@@ -190,8 +200,12 @@ class Trainer:
         self.net.train()
         t0 = time.perf_counter()
         for i in range(iters):
-            idx = torch.multinomial(torch.ones(len(self.d.train_pairs)), int(p.get("batch_size", 2)), replacement=True,
-                                    generator=self.gens["sample"])  # fmt: skip
+            idx = torch.multinomial(
+                torch.ones(len(self.d.train_pairs)),
+                int(p.get("batch_size", 2)),
+                replacement=True,
+                generator=self.gens["sample"],
+            )
             originals = [self._train_inputs(k) for k in idx.tolist()]
             opt.zero_grad(set_to_none=True)
             loss = contrastive_loss(self.net, originals, p, self.gens["aug"])
@@ -199,8 +213,10 @@ class Trainer:
             opt.step()
             sched.step()
             if i == 0 or i == iters - 1:
-                self.log(f"[train] contrastive pretraining {i + 1}/{iters}: L_c {float(loss.detach()):.3f} "
-                         f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+                self.log(
+                    f"[train] contrastive pretraining {i + 1}/{iters}: L_c {float(loss.detach()):.3f} "
+                    f"{time.perf_counter() - t0:.0f} s"
+                )
 
     def _freeze_g(self) -> None:
         """G's parameters get no gradient and its BatchNorm statistics stay fixed."""
@@ -211,11 +227,21 @@ class Trainer:
                     prm.requires_grad_(False)
 
     def _state(self, iteration: int) -> dict:
-        return {"iteration": iteration, "stage": self.stage, "model": self.net.state_dict(), "arch": self.net.arch,
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "gens": {k: g.get_state() for k, g in self.gens.items()},
-                "labels": self.labels, "weights": self.weights, "rows": self.rows, "params": self.p,
-                "seed": self.seed}  # fmt: skip
+        return {
+            "iteration": iteration,
+            "stage": self.stage,
+            "model": self.net.state_dict(),
+            "arch": self.net.arch,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "gens": {k: g.get_state() for k, g in self.gens.items()},
+            "labels": self.labels,
+            "weights": self.weights,
+            "rows": self.rows,
+            "params": self.p,
+            "seed": self.seed,
+        }
 
     def _save(self, iteration: int) -> None:
         with atomic_path(self.out / CKPT, suffix=".pt") as tmp:
@@ -269,9 +295,17 @@ class Trainer:
         noadam, adam = [], []
         for f, m in self.d.train_pairs:
             fx, mv = self._pair(f, m)
-            res = register_pair(net, fx, mv, self.p, ice=self.p.get("ice", True), clamp=self.clamp,
-                                use_adam=self.p.get("use_adam_for_labels", True),
-                                reg_fac=self.p.get("reg_fac_train", 1.0), generator=self.gens["proj"])  # fmt: skip
+            res = register_pair(
+                net,
+                fx,
+                mv,
+                self.p,
+                ice=self.p.get("ice", True),
+                clamp=self.clamp,
+                use_adam=self.p.get("use_adam_for_labels", True),
+                reg_fac=self.p.get("reg_fac_train", 1.0),
+                generator=self.gens["proj"],
+            )
             noadam.append(half(res.net).cpu())
             adam.append(half(res.adam if res.adam is not None else res.net).cpu())
         noadam, adam = torch.cat(noadam), torch.cat(adam)
@@ -291,8 +325,17 @@ class Trainer:
         dn, da = [], []
         for f, m in self.d.val_pairs:
             fx, mv = self._pair(f, m)
-            res = register_pair(net, fx, mv, self.p, ice=True, clamp=self.clamp, use_adam=True,
-                                reg_fac=self.p.get("reg_fac_val", 1.0), generator=self.gens["proj"])  # fmt: skip
+            res = register_pair(
+                net,
+                fx,
+                mv,
+                self.p,
+                ice=True,
+                clamp=self.clamp,
+                use_adam=True,
+                reg_fac=self.p.get("reg_fac_val", 1.0),
+                generator=self.gens["proj"],
+            )
             fl, ml = self.d.labels[f].to(self.device), self.d.labels[m].to(self.device).float()
             # "net" Dice as the released code scores it: the moving labels warped by each
             # pass in turn (nearest neighbour), not by the composed field
@@ -317,10 +360,16 @@ class Trainer:
             fx, mv = self._train_inputs(k)
             originals.append((fx, mv))
             with torch.no_grad():
-                fa, ma, lab, aff = augment_pair(fx, mv, self.labels[k : k + 1].to(self.device),
-                                                p.get("aug_strength_reg", 0.05), self.gens["aug"],
-                                                p.get("aug_label_composition", "code"), p.get("pad_value_aug", "minimum"),
-                                                return_affines=True)  # fmt: skip
+                fa, ma, lab, aff = augment_pair(
+                    fx,
+                    mv,
+                    self.labels[k : k + 1].to(self.device),
+                    p.get("aug_strength_reg", 0.05),
+                    self.gens["aug"],
+                    p.get("aug_label_composition", "code"),
+                    p.get("pad_value_aug", "minimum"),
+                    return_affines=True,
+                )
             affs.append(aff)
             fs.append(fa)
             ms.append(ma)
@@ -401,8 +450,10 @@ class Trainer:
                     **self.validate(self.net),
                 }
                 self.rows.append(row)
-                self.log(f"[train] it {i + 1}/{self.total} loss {loss:.3f} val Dice {row['val_dice']:.3f} "
-                         f"(net {row['val_dice_net']:.3f}) {time.perf_counter() - t0:.0f} s")  # fmt: skip
+                self.log(
+                    f"[train] it {i + 1}/{self.total} loss {loss:.3f} val Dice {row['val_dice']:.3f} "
+                    f"(net {row['val_dice_net']:.3f}) {time.perf_counter() - t0:.0f} s"
+                )
             if i % self.ips == self.ips - 1:
                 self.stage += 1
                 if i < self.total - 1:  # refinement after the last stage would be unused
@@ -415,8 +466,17 @@ class Trainer:
     def _finish(self) -> Path:
         final = self.out / "final.pt"
         with atomic_path(final, suffix=".pt") as tmp:
-            torch.save({"model": self.net.state_dict(), "arch": self.net.arch, "params": self.p, "seed": self.seed,
-                        "stages": self.stages, "iterations": self.total}, tmp)  # fmt: skip
+            torch.save(
+                {
+                    "model": self.net.state_dict(),
+                    "arch": self.net.arch,
+                    "params": self.p,
+                    "seed": self.seed,
+                    "stages": self.stages,
+                    "iterations": self.total,
+                },
+                tmp,
+            )
         write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
         (self.out / CKPT).unlink(
             missing_ok=True
