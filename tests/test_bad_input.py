@@ -195,27 +195,33 @@ def test_a_method_returning_nan_fails_its_job(prepared, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+SPEC = json.dumps({"dataset": "abd", "method": "initial", "variant": "default", "seed": 0})
+
+
+def evaluate_cli(manifest, fields, out):
+    """`corereg evaluate` of the 'initial' run into out/s.csv and out/p.csv."""
+    return run_cli(
+        "evaluate",
+        "--manifest",
+        manifest,
+        "--fields",
+        fields,
+        "--spec",
+        SPEC,
+        "--out-structures",
+        out / "s.csv",
+        "--out-pairs",
+        out / "p.csv",
+    )
+
+
 def _evaluated(prepared, tmp_path):
     fields = tmp_path / "fields"
     proc = run_cli("register", "--method", "initial", "--manifest", prepared, "--out-dir", fields)
     assert proc.returncode == 0, proc.stderr
-    spec = json.dumps({"dataset": "abd", "method": "initial", "variant": "default", "seed": 0})
-    out = tmp_path / "pairs.csv"
-    proc = run_cli(
-        "evaluate",
-        "--manifest",
-        prepared,
-        "--fields",
-        fields,
-        "--spec",
-        spec,
-        "--out-structures",
-        tmp_path / "s.csv",
-        "--out-pairs",
-        out,
-    )
+    proc = evaluate_cli(prepared, fields, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    return fields, out
+    return fields, tmp_path / "p.csv"
 
 
 def test_labels_and_fields_of_the_wrong_kind(prepared, tmp_path):
@@ -229,35 +235,10 @@ def test_labels_and_fields_of_the_wrong_kind(prepared, tmp_path):
     fields = tmp_path / "fields"
     proc = run_cli("register", "--method", "initial", "--manifest", bad, "--out-dir", fields)
     assert proc.returncode == 0
-    spec = json.dumps({"dataset": "abd", "method": "initial", "variant": "default", "seed": 0})
-    proc = run_cli(
-        "evaluate",
-        "--manifest",
-        bad,
-        "--fields",
-        fields,
-        "--spec",
-        spec,
-        "--out-structures",
-        tmp_path / "s.csv",
-        "--out-pairs",
-        tmp_path / "p.csv",
-    )
+    proc = evaluate_cli(bad, fields, tmp_path)
     one_line_error(proc, str(m.label_path(case)), "non-integer values")
     nifti(aff, np.asarray(lab.dataobj).astype(np.int16) - 3, affine=lab.affine)
-    proc = run_cli(
-        "evaluate",
-        "--manifest",
-        bad,
-        "--fields",
-        fields,
-        "--spec",
-        spec,
-        "--out-structures",
-        tmp_path / "s.csv",
-        "--out-pairs",
-        tmp_path / "p.csv",
-    )
+    proc = evaluate_cli(bad, fields, tmp_path)
     one_line_error(proc, "label ids [-3")
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "s.csv").exists()
     # a field on another grid
@@ -268,19 +249,7 @@ def test_labels_and_fields_of_the_wrong_kind(prepared, tmp_path):
     )
     first = sorted(good_fields.glob("disp_*.nii.gz"))[0]
     nifti(first, np.zeros((8, 8, 8, 3), np.float32))
-    proc = run_cli(
-        "evaluate",
-        "--manifest",
-        tmp_path / "ok",
-        "--fields",
-        good_fields,
-        "--spec",
-        spec,
-        "--out-structures",
-        tmp_path / "s.csv",
-        "--out-pairs",
-        tmp_path / "p.csv",
-    )
+    proc = evaluate_cli(tmp_path / "ok", good_fields, tmp_path)
     one_line_error(proc, first.name, "differs from the fixed image")
 
 
