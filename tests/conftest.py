@@ -23,7 +23,11 @@ def run_snakemake(*args, timeout=900, check=True):
 
 
 def run_cli(*args, env=None):
-    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT / "src")}
+    """``python -m corereg ARGS`` from the repository root; ``env`` entries are added (a
+    PYTHONPATH in it goes before the checkout's src/, e.g. for a shim package)."""
+    extra = dict(env or {})
+    path = [p for p in (extra.pop("PYTHONPATH", None), str(ROOT / "src")) if p]
+    env = {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(path)}
     return subprocess.run(
         [sys.executable, "-m", "corereg", *map(str, args)],
         cwd=ROOT,

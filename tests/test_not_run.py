@@ -1,28 +1,18 @@
 """A comparison method whose tool is absent: 'not run: <reason>' from train to the table."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import torch
 
-from conftest import ROOT
+from conftest import run_cli
 from corereg.data.synthetic import generate_abdomen
 from corereg.report.tables import build_table, to_markdown
 
 
 def cli(*args, shim):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT / "src")])}
-    return subprocess.run(
-        [sys.executable, "-m", "corereg", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """corereg with ``shim`` (a package that fails to import) ahead of the real packages."""
+    return run_cli(*args, env={"PYTHONPATH": str(shim)})
 
 
 def test_absent_tool_reaches_the_table_with_its_reason(tmp_path):
@@ -36,40 +26,30 @@ def test_absent_tool_reaches_the_table_with_its_reason(tmp_path):
     )
     spec = json.dumps({"kind": "voxelmorph", "params": {"iterations": 2}, "seed": 0, "dataset": {}})
 
+    def train(out, if_missing):
+        return cli(
+            "train",
+            "--data",
+            data,
+            "--method",
+            "voxelmorph",
+            "--spec",
+            spec,
+            "--out",
+            out,
+            "--if-missing",
+            if_missing,
+            shim=shim.parent,
+        )
+
     # strict: one clear line naming the install command, nothing written
-    proc = cli(
-        "train",
-        "--data",
-        data,
-        "--method",
-        "voxelmorph",
-        "--spec",
-        spec,
-        "--out",
-        tmp_path / "m0",
-        "--if-missing",
-        "fail",
-        shim=shim.parent,
-    )
+    proc = train(tmp_path / "m0", "fail")
     assert proc.returncode == 1 and "pip install voxelmorph==0.3.4" in proc.stderr
     assert not (tmp_path / "m0" / "final.pt").exists()
 
     # report: train -> register -> evaluate carry the reason
     model = tmp_path / "m"
-    proc = cli(
-        "train",
-        "--data",
-        data,
-        "--method",
-        "voxelmorph",
-        "--spec",
-        spec,
-        "--out",
-        model,
-        "--if-missing",
-        "report",
-        shim=shim.parent,
-    )
+    proc = train(model, "report")
     assert proc.returncode == 0, proc.stderr
     assert "simulated" in torch.load(model / "final.pt", weights_only=False)["not_run"]
     fields = tmp_path / "fields"

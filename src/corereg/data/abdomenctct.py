@@ -21,28 +21,14 @@ import zipfile
 from itertools import combinations
 from pathlib import Path
 
-from corereg.data.manifest import relative_to, write_manifest
+from corereg.data.manifest import ABDOMEN_LABELS, relative_to, write_manifest
 from corereg.data.sources import ChecksumLock, download, network_settings
 from corereg.errors import CoreregError, InputError
 from corereg.io import atomic_dir, load_image, load_labels
 
 NAME = "AbdomenCTCT"
-# BTCV order (docs/data.md), used when the dataset json has no label block
-DEFAULT_LABELS = {
-    1: "spleen",
-    2: "right kidney",
-    3: "left kidney",
-    4: "gallbladder",
-    5: "esophagus",
-    6: "liver",
-    7: "stomach",
-    8: "aorta",
-    9: "inferior vena cava",
-    10: "portal vein and splenic vein",
-    11: "pancreas",
-    12: "right adrenal gland",
-    13: "left adrenal gland",
-}
+# used when the dataset json has no label block
+DEFAULT_LABELS = ABDOMEN_LABELS
 
 
 def fetch(source: dict, out, log=print, dataset: str = "abdomen") -> Path:

@@ -22,6 +22,23 @@ from corereg.errors import InputError
 from corereg.io import load_image, load_labels, read_json, write_json
 
 FORMAT = "corereg-manifest/1"
+# The 13 AbdomenCTCT organs in the release's (BTCV) order; the abdomen-like phantoms use them too.
+ABDOMEN_LABELS = {
+    1: "spleen",
+    2: "right kidney",
+    3: "left kidney",
+    4: "gallbladder",
+    5: "esophagus",
+    6: "liver",
+    7: "stomach",
+    8: "aorta",
+    9: "inferior vena cava",
+    10: "portal vein and splenic vein",
+    11: "pancreas",
+    12: "right adrenal gland",
+    13: "left adrenal gland",
+}
+
 REQUIRED = ("format", "dataset", "shape", "spacing", "labels", "cases", "pairs")
 
 

@@ -26,24 +26,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from corereg.data.manifest import write_manifest
+from corereg.data.manifest import ABDOMEN_LABELS, write_manifest
 from corereg.io import atomic_dir, save_nifti
-
-ABDOMEN_LABELS = {
-    1: "spleen",
-    2: "right kidney",
-    3: "left kidney",
-    4: "gallbladder",
-    5: "esophagus",
-    6: "liver",
-    7: "stomach",
-    8: "aorta",
-    9: "inferior vena cava",
-    10: "portal vein and splenic vein",
-    11: "pancreas",
-    12: "right adrenal gland",
-    13: "left adrenal gland",
-}
 
 CHEST_LABELS = {
     1: "lung upper lobe left",
