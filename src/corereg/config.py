@@ -4,6 +4,7 @@ against the schema, with one line naming the key and the file for any problem.""
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import yaml
@@ -25,7 +26,9 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+@functools.cache
 def schema() -> dict:
+    """The configuration schema, read once per process (callers must not change it)."""
     return yaml.safe_load(SCHEMA.read_text())
 
 
