@@ -7,7 +7,7 @@ STAMP := $(VENV)/.corereg-installed
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo example example-check test lint format dryrun clean-demo
+.PHONY: install demo example example-check paperscale paperscale-ci test lint format dryrun clean-demo
 
 $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "corereg needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -25,6 +25,18 @@ DEMO_TARGETS ?=
 demo: $(STAMP)
 	$(BIN)/snakemake $(DEMO_TARGETS) --profile profiles/demo --configfile workflow/presets/demo.yaml --cores $(CORES)
 	@echo "Demo outputs: results/demo/tables/*.md, results/demo/figures/*.png"
+
+# Paper-scale smoke: the paper's image sizes on synthetic phantoms, every step, a handful of
+# iterations (workflow/presets/paperscale.yaml); the CI variant: one dataset, CoRe only.
+# Each step's time and memory land in results/paperscale*/benchmarks/ (`corereg costs`).
+PAPERSCALE_RES ?= mem_mb=20000
+paperscale: $(STAMP)
+	$(BIN)/snakemake --profile profiles/demo --configfile workflow/presets/paperscale.yaml \
+		--cores $(CORES) --resources $(PAPERSCALE_RES) --keep-going
+
+paperscale-ci: $(STAMP)
+	$(BIN)/snakemake table1 --profile profiles/demo --cores $(CORES) --resources $(PAPERSCALE_RES) \
+		--configfile workflow/presets/paperscale.yaml workflow/presets/paperscale_ci.yaml
 
 # The README's example results: copy the demo's tables and figures (after `make demo`),
 # or check the committed ones against a fresh demo within the stated tolerances.

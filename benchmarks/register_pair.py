@@ -78,6 +78,13 @@ def main() -> None:
     ap.add_argument(
         "--check", action="store_true", help="compare with the reference implementation"
     )
+    ap.add_argument(
+        "--compare-cpu",
+        action="store_true",
+        help="on CUDA: run the same network and pair on the CPU (no AMP) and report the "
+        "field difference in voxels; fails above --tolerance (mean)",
+    )
+    ap.add_argument("--tolerance", type=float, default=0.5, help="mean voxels (default 0.5)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
@@ -100,6 +107,20 @@ def main() -> None:
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GiB")
+    if a.compare_cpu and device.type == "cuda":
+        cpu = torch.device("cpu")
+        torch.set_num_threads(max(a.threads, torch.get_num_threads()))
+        u_cpu, t_cpu = run(net.to(cpu), fixed.to(cpu), moving.to(cpu), cpu)
+        net.to(device)
+        vox = torch.tensor([s / 2 for s in a.shape]).flip(0).view(1, 3, 1, 1, 1)
+        diff = ((u.cpu() - u_cpu) * vox).abs()
+        print(
+            f"CPU (fp32) run {sum(t_cpu.values()):.1f} s; |CUDA - CPU| field: mean "
+            f"{diff.mean().item():.3g}, 99th percentile {np.percentile(diff.numpy(), 99):.3g}, "
+            f"max {diff.max().item():.3g} voxels (tolerance: mean {a.tolerance})"
+        )
+        if diff.mean().item() > a.tolerance:
+            raise SystemExit("CUDA and CPU fields differ by more than the tolerance")
     if a.check:
         ref, rt = run(net, fixed, moving, device, impl="grid_sample")
         vox = torch.tensor([s / 2 for s in a.shape], device=u.device).flip(0).view(1, 3, 1, 1, 1)

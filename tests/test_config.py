@@ -85,15 +85,17 @@ def test_demo_preset_runs_every_cpu_runnable_method():
         and "released 283 MB weights" in plan.method("unigradicon")["reason"]
     )
     assert {r.variant for r in plan.all_runs() if r.method == "bigalke"} == {"default", "untrained"}
-    assert {r.dataset for r in plan.all_runs()} == {"synth_abdomen", "synth_chest"}
-    # CoRe rows of every artifact: Table 1 on both sets, the ablations on the abdomen-like set
+    assert {r.dataset for r in plan.all_runs()} == {
+        "synth_abdomen",
+        "synth_chest",
+        "synth_abdomen_small",
+    }
+    # CoRe rows of every artifact: Table 1 and Figure 4b on the 8 mm sets, the ablations
+    # (with their own baseline and CoRe default) on the 11 mm abdomen-like set
     core = {(r.dataset, r.variant) for r in plan.all_runs() if r.method == "core"}
-    assert {
-        ("synth_chest", "default"),
-        ("synth_abdomen", "default"),
-        ("synth_abdomen", "cl_only"),
-    } <= core
-    assert {v for d, v in core if d == "synth_abdomen"} == {
+    assert {v for d, v in core if d == "synth_abdomen"} == {"default"}
+    assert {v for d, v in core if d == "synth_chest"} == {"default"}
+    assert {v for d, v in core if d == "synth_abdomen_small"} == {
         "default",
         "cl_only",
         "aug_none",
@@ -103,6 +105,13 @@ def test_demo_preset_runs_every_cpu_runnable_method():
         "alpha_1",
         "alpha_5",
         "alpha_20",
+    }
+    assert {(r.dataset, r.variant) for r in plan.all_runs() if r.method == "bigalke"} == {
+        ("synth_abdomen", "default"),
+        ("synth_abdomen", "untrained"),
+        ("synth_chest", "default"),
+        ("synth_chest", "untrained"),
+        ("synth_abdomen_small", "default"),
     }
     assert all(plan.method_params("core", v)["contrastive"] for _, v in core)
 
@@ -190,7 +199,7 @@ def test_a_bad_key_at_any_level_stops_the_dry_run_with_one_line(tmp_path, overri
 def test_every_rule_declares_log_benchmark_resources_and_env():
     text = "".join(p.read_text() for p in sorted(Path(ROOT, "workflow/rules").glob("*.smk")))
     blocks = [b for b in text.split("\nrule ")[1:] if "shell:" in b]
-    assert len(blocks) == 13
+    assert len(blocks) == 14
     for b in blocks:
         name = b.split(":")[0]
         for key in (

@@ -1,5 +1,6 @@
 """The Snakemake DAG: the paper's dry run, one-artifact targets, and a real tiny run."""
 
+import json
 import re
 
 import pandas as pd
@@ -162,8 +163,16 @@ def test_tiny_end_to_end(tiny_run):
     assert {"iteration", "val_dice", "val_dice_net", "loss", "lr"} <= set(log.columns) and len(
         log
     ) >= 2
-    timing = pd.read_csv(res / "fields/synth_abdomen/bigalke/default/seed0/timing.csv")
-    assert "reg_fac" in timing.columns and timing.seconds.gt(0).all()
+    # the register step's timing reaches pairs.csv: run time, its parts, the search, memory
+    timing = pd.read_csv(res / "metrics/synth_abdomen/bigalke/default/seed0/pairs.csv")
+    assert timing.seconds.gt(0).all() and timing.net_seconds.gt(0).all()
+    assert (timing.adam_iters == 5).all() and timing.search_rounds.between(1, 2).all()
+    assert timing.reg_fac.notna().all() and timing.peak_rss_mb.gt(100).all()
+    # every training measured its phases for `corereg costs`
+    costs = json.loads((res / "models/synth_abdomen/core/default/seed0/costs.json").read_text())
+    assert costs["phases"]["train_iteration"]["calls"] == 3
+    assert costs["phases"]["pseudo_labels"]["units"] == 1  # one refresh of the one pair
+    assert costs["form"] == "separate" and costs["peak"]["rss_mb"] > 100
     assert (res / "models/synth_chest/bigalke/untrained/seed0/final.pt").is_file()
     # CoRe's ablations: every Table 2/3 row and every alpha of Figure 4a ran
     for name in ("table2", "table3"):
@@ -208,12 +217,16 @@ def test_tiny_end_to_end(tiny_run):
         assert col in pairs.columns
     structures = pd.read_csv(res / "metrics/synth_chest/initial/default/seed0/structures.csv")
     assert len(structures) == 3 * 22 and structures.dice.isna().sum() == (~structures.present).sum()
-    fields = sorted((res / "fields/synth_abdomen/convexadam/default/seed0").glob("disp_*.nii.gz"))
-    assert [f.name for f in fields] == [
-        "disp_0003_0004.nii.gz",
-        "disp_0003_0005.nii.gz",
-        "disp_0004_0005.nii.gz",
-    ]
+    # fields.keep = figures: the register steps' folders are gone once scored; Figure 3's
+    # pair (the first test pair) is kept for each of its rows
+    assert not any((res / "fields").rglob("disp_*.nii.gz"))
+    kept = sorted((res / "figure_fields").rglob("disp_*.nii.gz"))
+    assert {f.name for f in kept} == {"disp_0003_0004.nii.gz"}  # the first test pair of each
+    assert {f.relative_to(res / "figure_fields").parts[:2] for f in kept} == {
+        (ds, m)
+        for ds in ("synth_abdomen", "synth_chest")
+        for m in ("initial", "convexadam", "bigalke", "core")
+    }
     for rule in ("prepare", "register", "evaluate", "report"):
         assert any((res / "logs" / rule).rglob("*.log")), rule
         assert any((res / "benchmarks" / rule).rglob("*.tsv")), rule

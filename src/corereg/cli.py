@@ -196,6 +196,7 @@ def cmd_register(a) -> None:
         write_csv,
         write_json,
     )
+    from corereg.measure import peak_memory
     from corereg.registration import (
         check_field,
         check_pair,
@@ -220,7 +221,11 @@ def cmd_register(a) -> None:
         check_replaceable(a.out_dir)  # before hours of registration, not after
         manifest = load_manifest(a.manifest)
         with atomic_dir(a.out_dir) as tmp:
-            timing = register_manifest(manifest, method, tmp, split=a.split)
+            timing = register_manifest(
+                manifest, method, tmp, split=a.split, field_storage=a.field_storage
+            )
+            # the job's peak memory on every row (evaluate carries it into pairs.csv)
+            timing = timing.assign(**{f"peak_{k}": v for k, v in peak_memory(device).items()})
             write_csv(tmp / "timing.csv", timing)
             write_json(
                 tmp / "run.json",
@@ -248,11 +253,36 @@ def cmd_register(a) -> None:
     check_pair(a.fixed, fixed, a.moving, moving, affine, moving_affine)
     disp, secs = timed_register(method, fixed, moving)
     check_field(f"{a.method}, pair {a.fixed} <- {a.moving}", disp, fixed.shape)
-    save_field(a.out, disp, affine)
+    save_field(a.out, disp, affine, a.field_storage)
     print(json.dumps({"out": a.out, "seconds": round(secs, 4), "device": describe(device)}))
 
 
 # ----------------------------------------------------------------------------- evaluation
+def cmd_keep_field(a) -> None:
+    import shutil
+
+    from corereg.data.manifest import field_name, load_manifest
+    from corereg.errors import InputError
+    from corereg.io import atomic_dir
+
+    manifest = load_manifest(a.manifest)
+    pairs = manifest.pairs("test")
+    if not 0 <= a.pair_index < len(pairs):
+        raise InputError(
+            manifest.path, f"pair index {a.pair_index} is outside its {len(pairs)} test pairs"
+        )
+    pair = pairs[a.pair_index]
+    src = Path(a.fields)
+    record = src / not_run.RECORD
+    name = field_name(pair["fixed"], pair["moving"])
+    if not record.is_file() and not (src / name).is_file():
+        raise InputError(src / name, "file does not exist (the register step wrote no such field)")
+    with atomic_dir(a.out_dir) as tmp:
+        for f in (record, src / name):
+            if f.is_file():
+                shutil.copyfile(f, tmp / f.name)
+
+
 def cmd_evaluate(a) -> None:
     from corereg.data.manifest import load_manifest
     from corereg.evaluation_run import evaluate_run
@@ -304,6 +334,21 @@ def cmd_plan(a) -> None:
     from corereg.plan import Plan
 
     print(render(Plan(config.load(a.config, a.configfile))))
+
+
+def cmd_costs(a) -> None:
+    import yaml
+
+    from corereg import config, costs
+    from corereg.plan import Plan
+
+    plan = Plan(config.load(a.config, a.configfile))
+    if a.action == "update":
+        model = costs.update(plan, a.out)
+        print(f"[costs] wrote {(Path(a.out) if a.out else costs.COSTS_FILE).resolve()}")
+    else:
+        model = {"measured": costs.measure(plan)}
+    print(yaml.safe_dump(model, sort_keys=False, width=100))
 
 
 def cmd_claims(a) -> None:
@@ -487,12 +532,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", help="prepared dataset folder or its manifest.json")
     s.add_argument("--split", default="test", help="which pairs of the manifest (default: test)")
     s.add_argument("--out-dir", help="with --manifest: folder for the fields and timing.csv")
+    s.add_argument(
+        "--field-storage",
+        choices=["float32", "int16"],
+        default="float32",
+        help="how the fields are stored: float32 (default) or int16 with the NIfTI scale "
+        "factor (half the size, within max|d|/65534 voxels of float32)",
+    )
     s.add_argument("--checkpoint", help="trained model (engine, voxelmorph, lapirn): final.pt")
     s.add_argument("--seed", type=int, default=0, help="seed of any random step")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     s.add_argument("--if-missing", choices=["report", "fail"], default="fail", help=IF_MISSING_HELP)
     s.set_defaults(func=cmd_register)
+
+    s = verb("keep-field", "copy the field of one test pair out of a run's fields (for figures)")
+    s.add_argument("--fields", required=True, help="the register step's folder")
+    s.add_argument("--manifest", required=True, help="prepared dataset folder or manifest.json")
+    s.add_argument(
+        "--pair-index", type=int, required=True, help="position in the manifest's test pairs"
+    )
+    s.add_argument("--out-dir", required=True, help="folder for the copied field")
+    s.set_defaults(func=cmd_keep_field)
 
     s = verb("evaluate", "Dice, HD95, SDlogJ and folding of a folder of fields")
     s.add_argument("--manifest", required=True, help="prepared dataset folder or manifest.json")
@@ -547,6 +608,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--configfile", nargs="*", default=[], help="presets merged over it, as for snakemake"
     )
     s.set_defaults(func=cmd_plan)
+
+    s = verb(
+        "costs",
+        "measure each step's time and memory from a finished paper-scale smoke run",
+    )
+    s.add_argument(
+        "action",
+        choices=["show", "update"],
+        help="show: print what the run measured; update: merge it into the cost file "
+        "that `corereg plan` and resources set to auto use",
+    )
+    s.add_argument("--config", help="configuration file (default: ./config.yaml)")
+    s.add_argument(
+        "--configfile",
+        nargs="*",
+        default=["workflow/presets/paperscale.yaml"],
+        help="the presets of the measured run (default: workflow/presets/paperscale.yaml)",
+    )
+    s.add_argument(
+        "--out", help="cost file to update (default: the pipeline's workflow/costs.yaml)"
+    )
+    s.set_defaults(func=cmd_costs)
 
     s = verb("example", "copy the demo's tables and figures to results/example, or check them")
     s.add_argument(

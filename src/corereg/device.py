@@ -36,6 +36,27 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+# Mixed precision.  The released code runs its networks under CUDA autocast (float16);
+# on the CPU AMP is off.  AMP_CPU_DTYPE = torch.bfloat16 turns the same autocast scopes
+# on for the CPU, so that tests run the AMP branches (scopes, gradient scaler) there.
+AMP_CPU_DTYPE: torch.dtype | None = None
+
+
+def amp_active(device: torch.device, requested: bool) -> bool:
+    """Whether AMP runs on ``device`` when the configuration asks for it (engine.amp)."""
+    return bool(requested) and (device.type == "cuda" or AMP_CPU_DTYPE is not None)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else (AMP_CPU_DTYPE or torch.bfloat16)
+
+
+def warm_up(device: torch.device, warmup: bool | str) -> bool:
+    """Whether a registration run makes one untimed pass first: on CUDA (context creation
+    and kernel selection would otherwise be timed), or always with ``warmup='always'``."""
+    return warmup == "always" or (bool(warmup) and device.type == "cuda")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

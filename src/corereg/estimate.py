@@ -1,12 +1,13 @@
-"""``corereg plan``: jobs per rule, GPU-hours and disk for a configuration, before a run.
+"""``corereg plan``: jobs, time, memory and disk of a configuration, before a run.
 
 Job counts follow the workflow's own plan (the same :class:`corereg.plan.Plan` the
-Snakefile uses).  Time has two columns: an upper bound (jobs × the rule's declared
-``runtime`` limit, which is what a SLURM allocation reserves) and, when benchmark
-files of an earlier run exist under ``results/benchmarks/<rule>/``, an estimate
-from their mean.  Disk is computed from the dataset shapes: images and labels
-(int16 + uint8), displacement fields (3 × float32 per voxel, per registered pair,
-before gzip) and checkpoints.
+Snakefile uses).  Time and memory come from the measured cost model
+(:mod:`corereg.costs`, ``workflow/costs.yaml``): each job's units of work (iterations,
+pseudo-label refreshes, test pairs, ...) times their measured cost on the job's device
+kind, with the basis of every figure printed; rules without a measurement (downloads,
+conversion, labelling) show their declared limits only.  Disk is computed from the
+dataset shapes: images and labels (int16 + uint8), displacement fields (3 values per
+voxel and registered pair, before gzip) and checkpoints.
 """
 
 from __future__ import annotations
@@ -17,44 +18,35 @@ from pathlib import Path
 import pandas as pd
 
 from corereg.errors import InputError
-from corereg.plan import PAPER_COUNTS, TABLES, Plan
+from corereg.plan import TABLES, Plan, Run
 
 CHECKPOINT_MB = 4.0  # FeatureNet: about 0.9 M float32 parameters plus optimiser state
 
 
-def _counts(plan: Plan, dataset: str) -> tuple[int, int]:
-    """(scans, test pairs) of a dataset, from its source description or the paper."""
-    ds = plan.cfg["datasets"][dataset]
-    src = ds["source"]
-    if src["kind"] == "synthetic_abdomen":
-        n_test = int(src["n_test"])
-        return int(src["n_train"]) + n_test, n_test * (n_test - 1) // 2
-    if src["kind"] == "synthetic_chest":
-        return 2 * (int(src["n_train_pairs"]) + int(src["n_test_pairs"])), int(src["n_test_pairs"])
-    paper = PAPER_COUNTS.get(ds.get("paper_key"), {})
-    test = int(paper.get("test pairs", 0))
-    if src["kind"] == "abdomenctct":
-        return 30, test
-    return 2 * int(src.get("n_pairs", test + int(paper.get("train pairs", 0)))), test
-
-
-def jobs_per_rule(plan: Plan) -> dict[str, int]:
+def jobs_of_rules(plan: Plan) -> dict[str, list[Run | None]]:
+    """Every job of the configuration, by rule (a Run where the job has one)."""
     runs = plan.all_runs()
     datasets = sorted({d for art in plan.cfg["artifacts"].values() for d in art["datasets"]})
-    jobs = {"prepare": len(datasets)}
+    jobs: dict[str, list] = {"prepare": [Run(d, None, None, 0) for d in datasets]}
     for stage in ("download", "convert", "label"):
         n = sum(stage in plan.stages(d) for d in datasets)
         if n:
-            jobs[stage] = n
+            jobs[stage] = [None] * n
     weights = {plan.weights(m) for m in {r.method for r in runs}} - {None}
     if weights:
-        jobs["weights"] = len(weights)  # released weights of pretrained methods, fetched once
-    jobs["train"] = len({r for r in runs if plan.trainable(r.method)})
-    jobs["register"] = jobs["evaluate"] = len(runs)
+        jobs["weights"] = [None] * len(weights)  # released weights, fetched once
+    jobs["train"] = sorted({r for r in runs if plan.trainable(r.method)}, key=str)
+    jobs["register"] = list(runs)
+    jobs["evaluate"] = list(runs)
     figures = [a for a in plan.cfg["artifacts"] if a not in TABLES]
     # tables, figures, the claims and the reproduction report
-    jobs["report"] = len([a for a in plan.cfg["artifacts"] if a in TABLES]) + len(figures) + 2
+    n_report = len([a for a in plan.cfg["artifacts"] if a in TABLES]) + len(figures) + 2
+    jobs["report"] = [None] * n_report
     return jobs
+
+
+def jobs_per_rule(plan: Plan) -> dict[str, int]:
+    return {rule: len(jobs) for rule, jobs in jobs_of_rules(plan).items()}
 
 
 def benchmark_seconds(rule_dir: Path, strict: bool = True) -> list[float]:
@@ -70,75 +62,128 @@ def benchmark_seconds(rule_dir: Path, strict: bool = True) -> list[float]:
     return out
 
 
-def _benchmark_mean_s(results: Path, rule: str) -> float | None:
-    vals = benchmark_seconds(results / "benchmarks" / rule, strict=False)
-    return sum(vals) / len(vals) if vals else None
+def _fmt_h(seconds: float | None) -> str | float:
+    return "–" if seconds is None else round(seconds / 3600, 2)
 
 
 def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
-    results = Path(plan.results)
-    runs = plan.all_runs()
-    for rule, n in jobs_per_rule(plan).items():
+    for rule, jobs in jobs_of_rules(plan).items():
         r = plan.resources(rule)
-        gpu = int(r["gpu"])
-        # registration asks for a GPU only for methods that use one (as the register rule does)
-        gpu_jobs = (
-            sum(min(int(plan.method(x.method).get("gpu", 0)), gpu) > 0 for x in runs)
-            if rule == "register"
-            else (n if gpu else 0)
+        preds = [plan.estimate(rule, j) for j in jobs] if rule in _MODELLED and jobs else []
+        devices = sorted({plan.job_device(rule, j) for j in jobs}) if rule in _MODELLED else []
+        known = [p for p in preds if p.known]
+        seconds = sum(p.seconds for p in known) if known and len(known) == len(preds) else None
+        gpu_s = (
+            sum(p.seconds for p, j in zip(preds, jobs, strict=True) if _on_gpu(plan, rule, j))
+            if seconds is not None
+            else None
         )
-        limit_h = float(r["runtime"]) / 60
-        mean_s = _benchmark_mean_s(results, rule)
+        mems = [p.mem_mb for p in preds if p.mem_mb is not None]
+        limits = [plan.job_resources(rule, j)["runtime"] for j in jobs] if jobs else []
+        requests = [plan.job_resources(rule, j)["mem_mb"] for j in jobs] if jobs else []
+        limit_h = round(sum(float(x) for x in limits) / 60, 1) if limits else "–"
+        bases = sorted({p.basis for p in preds}) or ["declared limits only"]
         rows.append(
             {
                 "rule": rule,
-                "jobs": n,
-                "GPU jobs": gpu_jobs,
+                "jobs": len(jobs),
+                "device": "/".join(devices) or "cpu",
                 "threads": r["threads"],
-                "mem_mb": r["mem_mb"],
-                "runtime limit h (sum)": round(n * limit_h, 1),
-                "GPU-h upper bound": round(gpu_jobs * gpu * limit_h, 1),
-                "GPU-h from benchmarks": "–"
-                if mean_s is None
-                else round(gpu_jobs * gpu * mean_s / 3600, 2),
+                "predicted h": _fmt_h(seconds),
+                "GPU-h": _fmt_h(gpu_s) if gpu_s else (0.0 if seconds is not None else "–"),
+                "peak MB (max)": round(max(mems)) if mems else "–",
+                "mem_mb request (max)": max(requests) if requests else r["mem_mb"],
+                "runtime limit h (sum)": limit_h,
+                "basis": "; ".join(bases),
             }
         )
     jobs = pd.DataFrame(rows)
-    disk = []
+    return jobs, disk(plan)
+
+
+_MODELLED = ("prepare", "train", "register", "evaluate")
+
+
+def _on_gpu(plan: Plan, rule: str, run) -> bool:
+    return run is not None and plan.job_device(rule, run) == "cuda"
+
+
+def disk(plan: Plan) -> pd.DataFrame:
+    runs = plan.all_runs()
+    rows = []
+    fig3 = plan.cfg["artifacts"].get("fig3", {})
+    fig3_rows = len(fig3.get("rows", [])) if fig3 else 0
     for d in sorted({r.dataset for r in runs}):
         shape = plan.cfg["datasets"][d]["shape"]
         vox = math.prod(shape)
-        scans, pairs = _counts(plan, d)
+        scans, pairs = plan.dataset_counts(d)
         n_reg = sum(r.dataset == d for r in runs)
         n_train = len({r for r in runs if r.dataset == d and plan.trainable(r.method)})
         stages = int(plan.cfg.get("engine", {}).get("stages", 8))
-        disk.append(
+        field = vox * 12 / 1e9  # GB of one float32 field
+        kept_fig = fig3_rows if d in fig3.get("datasets", []) else 0
+        rows.append(
             {
                 "dataset": d,
                 "scans": scans,
                 "test pairs": pairs,
                 "images+labels GB": round(scans * vox * 3 / 1e9, 2),
-                "fields GB": round(n_reg * pairs * vox * 12 / 1e9, 2),
+                "fields kept GB": round(kept_fig * field, 2),
+                "fields of one run GB": round(pairs * field, 2),
+                "every field GB": round(n_reg * pairs * field, 2),
+                "every field int16 GB": round(n_reg * pairs * field / 2, 2),
                 "checkpoints GB": round(n_train * (stages + 2) * CHECKPOINT_MB / 1e3, 2),
             }
         )
-    return jobs, pd.DataFrame(disk)
+    return pd.DataFrame(rows)
+
+
+def _measured_on(plan: Plan) -> list[str]:
+    model = plan.cost_model().get("measured", {})
+    lines = []
+    for kind, m in model.items():
+        lines.append(
+            f"  {kind}: {m.get('device', '?')}, {m.get('threads', '?')} threads, torch "
+            f"{m.get('torch', '?')}, {m.get('date', '?')} (from {m.get('run', '?')})"
+        )
+    if "cuda" not in model:
+        lines.append(
+            "  cuda: not measured; GPU times are CPU times x (paper T_inf / this CPU's "
+            "T_inf), an estimate: run benchmarks/gpu_smoke.sh on a GPU to measure them"
+        )
+    return lines
 
 
 def render(plan: Plan) -> str:
-    jobs, disk = estimate(plan)
-    total_gpu = jobs["GPU-h upper bound"].sum()
+    jobs, dsk = estimate(plan)
+    keep_all = plan.keep_all_fields()
+    int16 = plan.field_storage() == "int16"
+    images = dsk["images+labels GB"].sum()
+    ckpt = dsk["checkpoints GB"].sum()
+    every = dsk["every field int16 GB" if int16 else "every field GB"].sum()
+    kept = dsk["fields kept GB"].sum() * (0.5 if int16 else 1)
+    transient = dsk["fields of one run GB"].max() * (0.5 if int16 else 1) if len(dsk) else 0
+    total = images + ckpt + (every if keep_all else kept + transient)
+    gpu_h = pd.to_numeric(jobs["GPU-h"], errors="coerce").sum()
+    pred_h = pd.to_numeric(jobs["predicted h"], errors="coerce").sum()
     lines = [
         f"corereg plan: {int(jobs.jobs.sum())} jobs, results in {plan.results}",
         "",
         jobs.to_string(index=False),
         "",
-        f"GPU-hours, upper bound from the declared runtime limits: {total_gpu:.1f}",
+        f"Predicted: {pred_h:.1f} h of jobs, of which {gpu_h:.1f} GPU-hours "
+        "(rules with a measured cost; '–': not measured).",
+        "Measured costs (workflow/costs.yaml, `corereg costs`):",
+        *_measured_on(plan),
         "",
-        disk.to_string(index=False),
+        dsk.to_string(index=False),
         "",
-        f"Disk before gzip: {disk[['images+labels GB', 'fields GB', 'checkpoints GB']].to_numpy().sum():.1f} GB "
-        "(NIfTI fields are stored gzip-compressed; raw downloads come on top).",
+        f"Disk before gzip: {total:.1f} GB with fields.keep = {'all' if keep_all else 'figures'}"
+        f" (fields.storage = {plan.field_storage()}); keeping every field: "
+        f"{images + ckpt + dsk['every field GB'].sum():.1f} GB as float32, "
+        f"{images + ckpt + dsk['every field int16 GB'].sum():.1f} GB as int16.  With "
+        "fields.keep = figures a run's fields exist only between its register and evaluate "
+        "steps (counted: the largest run).  Raw downloads come on top.",
     ]
     return "\n".join(lines)

@@ -15,7 +15,18 @@ from corereg.io import load_field, write_csv
 
 # Per-pair facts of the registration step carried into the metrics (engine: the test-time
 # reg_fac and whether its search reached the SDlogJ band).
-TIMING_EXTRAS = ("reg_fac", "reg_fac_status")
+TIMING_EXTRAS = (
+    "reg_fac",
+    "reg_fac_status",
+    "net_seconds",
+    "adam_seconds",
+    "adam_step_seconds",
+    "adam_iters",
+    "search_rounds",
+    "peak_rss_mb",
+    "peak_cuda_allocated_mb",
+    "peak_cuda_reserved_mb",
+)
 
 
 def evaluate_run(

@@ -210,11 +210,26 @@ def load_field(path, shape=None) -> np.ndarray:
     return data
 
 
-def save_field(path, disp: np.ndarray, affine: np.ndarray) -> None:
+FIELD_STORAGE = ("float32", "int16")
+
+
+def save_field(path, disp: np.ndarray, affine: np.ndarray, storage: str = "float32") -> None:
+    """Write a displacement field as float32, or as int16 with the NIfTI scale factor
+    (``storage='int16'``: half the size; each value within half a scale step, i.e.
+    max|d| / 65534 voxels, of the float32 one)."""
     disp = np.asarray(disp, dtype=np.float32)
     if disp.ndim != 4 or disp.shape[3] != 3:
         raise ValueError(f"field must be (H, W, D, 3), got {disp.shape}")
-    save_nifti(path, disp, affine)
+    if storage not in FIELD_STORAGE:
+        raise ValueError(f"field storage must be one of {FIELD_STORAGE}, got {storage!r}")
+    if storage == "float32":
+        save_nifti(path, disp, affine)
+        return
+    img = nib.Nifti1Image(disp, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_data_dtype(np.int16)  # nibabel picks scl_slope / scl_inter to span the values
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(img, tmp)
 
 
 def read_json(path) -> dict:

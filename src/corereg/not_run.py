@@ -33,6 +33,7 @@ def write_model(out_dir, kind: str, reason: str) -> Path:
     with atomic_path(final, suffix=".pt") as tmp:
         torch.save({"kind": kind, "not_run": reason}, tmp)
     write_csv(out / "train_log.csv", pd.DataFrame(columns=["iteration", "loss", "val_dice"]))
+    write_json(out / "costs.json", {"kind": kind, "not_run": reason})
     print(f"[train] NOT RUN ({kind}): {reason}", flush=True)
     return final
 

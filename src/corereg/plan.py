@@ -42,9 +42,23 @@ class Plan:
         self.cfg = config
         self.results = config["results"].rstrip("/")
         self.data_root = config["data_root"].rstrip("/")
+        self._costs: dict | None = None
         self._check()
+        self._check_engine_shapes()
 
     # ------------------------------------------------------------------ checks
+    def _check_engine_shapes(self) -> None:
+        """The engine halves its images three times: sizes must be multiples of 8."""
+        for run in self.all_runs():
+            if self.method(run.method)["kind"] != "engine":
+                continue
+            shape = self.cfg["datasets"][run.dataset]["shape"]
+            if any(int(n) % 8 for n in shape):
+                raise CoreregError(
+                    f"config: datasets.{run.dataset}.shape {list(shape)}: method '{run.method}' "
+                    "(CoRe / Bigalke et al. engine) needs image sizes divisible by 8"
+                )
+
     def _check(self) -> None:
         for key in ("results", "data_root"):
             for parent in [Path(self.cfg[key]), *Path(self.cfg[key]).parents]:
@@ -238,6 +252,56 @@ class Plan:
 
     def fields(self, run: Run) -> str:
         return self.run_dir("fields", run)
+
+    def figure_fields(self, run: Run) -> str:
+        """The folder holding the one field of ``run`` that Figure 3 shows (kept when the
+        register step's folder is temporary, config ``fields.keep``)."""
+        return self.run_dir("figure_fields", run)
+
+    def dataset_counts(self, dataset: str, train: bool = False):
+        """(scans, test pairs) of a dataset, or with ``train`` its number of training
+        pairs: from its source description (phantoms) or the paper's counts."""
+        ds = self.cfg["datasets"][dataset]
+        src = ds["source"]
+        paper = PAPER_COUNTS.get(ds.get("paper_key"), {})
+        if src["kind"] == "synthetic_abdomen":
+            n_train, n_test = int(src["n_train"]), int(src["n_test"])
+            if train:
+                return n_train * (n_train - 1) // 2
+            return n_train + n_test, n_test * (n_test - 1) // 2
+        if src["kind"] == "synthetic_chest":
+            if train:
+                return int(src["n_train_pairs"])
+            return 2 * (int(src["n_train_pairs"]) + int(src["n_test_pairs"])), int(
+                src["n_test_pairs"]
+            )
+        test = int(paper.get("test pairs", 0))
+        if train:
+            return int(paper.get("train pairs", 0))
+        if src["kind"] == "abdomenctct":
+            return 30, test
+        return 2 * int(src.get("n_pairs", test + int(paper.get("train pairs", 0)))), test
+
+    def train_scans(self, dataset: str) -> int:
+        """How many scans a training job holds in memory (every training scan)."""
+        src = self.cfg["datasets"][dataset]["source"]
+        if src["kind"] == "synthetic_abdomen":
+            return int(src["n_train"])
+        if src["kind"] == "abdomenctct":
+            return len(src.get("train") or []) or 20
+        return 2 * int(self.dataset_counts(dataset, train=True))  # two scans per patient
+
+    def figure_pair_index(self) -> int:
+        """Which test pair Figure 3 shows (its position in the manifest's test pairs)."""
+        return int(self.cfg["artifacts"].get("fig3", {}).get("pair_index", 0))
+
+    def keep_all_fields(self) -> bool:
+        """Config ``fields.keep``: ``all`` keeps every registered field after it is scored;
+        ``figures`` (default) keeps only the figure's pair."""
+        return self.cfg.get("fields", {}).get("keep", "figures") == "all"
+
+    def field_storage(self) -> str:
+        return self.cfg.get("fields", {}).get("storage", "float32")
 
     def pair_metrics(self, run: Run) -> str:
         return self.run_dir("metrics", run) + "/pairs.csv"
@@ -436,12 +500,52 @@ class Plan:
         }
 
     def resources(self, rule: str) -> dict:
+        """A rule's declared resources; ``runtime`` and ``mem_mb`` may be ``auto``."""
         return {
             "threads": 1,
             "mem_mb": 2000,
             "runtime": 60,
             "gpu": 0,
             **self.cfg["resources"].get(rule, {}),
+        }
+
+    def job_device(self, rule: str, run: Run) -> str:
+        """The device kind (cpu | cuda) a job of ``rule`` runs on: GPU rules of methods
+        that use a GPU, unless the configuration's device is the CPU."""
+        if self.cfg.get("device") == "cpu" or rule not in ("train", "register"):
+            return "cpu"
+        gpu = int(self.resources(rule)["gpu"])
+        if run.method and int(self.method(run.method).get("gpu", 0)) and gpu:
+            return "cuda"
+        return "cpu"
+
+    def cost_model(self) -> dict:
+        if self._costs is None:
+            from corereg import costs
+
+            self._costs = costs.load(self.cfg.get("costs_file"))
+        return self._costs
+
+    def estimate(self, rule: str, run: Run):
+        """Predicted seconds and peak memory of one job (:func:`corereg.costs.predict`)."""
+        from corereg import costs
+
+        return costs.predict(self, rule, run, self.cost_model(), self.job_device(rule, run))
+
+    def job_resources(self, rule: str, run: Run) -> dict:
+        """Resources of one job: the declared ones; with ``from_costs`` the runtime and
+        mem_mb computed from the measured costs (:func:`corereg.costs.request`) where the
+        job's steps were measured, the declared numbers where not."""
+        from corereg import costs
+
+        r = {k: v for k, v in self.resources(rule).items() if k != "from_costs"}
+        if not self.resources(rule).get("from_costs") or run is None:
+            return r
+        minutes, mem = costs.request(self.estimate(rule, run))
+        return {
+            **r,
+            "runtime": minutes if minutes is not None else r["runtime"],
+            "mem_mb": mem if mem is not None else r["mem_mb"],
         }
 
     def _datasets(self, artifact: str) -> list[dict]:
@@ -503,7 +607,7 @@ class Plan:
                     "methods": [
                         {
                             "label": r["label"],
-                            "fields": self.fields(
+                            "fields": self.figure_fields(
                                 Run(
                                     d["key"],
                                     r["method"],
@@ -528,7 +632,9 @@ class Plan:
         if artifact == "fig3":
             datasets = self.cfg["artifacts"][artifact]["datasets"]
             return {
-                "fields": [self.fields(r) for r in runs if r.seed == self.seeds_for(r.method)[0]],
+                "fields": [
+                    self.figure_fields(r) for r in runs if r.seed == self.seeds_for(r.method)[0]
+                ],
                 "data": [self.prepared(d) for d in datasets],
             }
         datasets = self.cfg["artifacts"][artifact]["datasets"]

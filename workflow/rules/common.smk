@@ -40,12 +40,28 @@ wildcard_constraints:
     stage="download|convert|label",
 
 
+def fields_output(path):
+    """The register step's folder: removed once scored and copied for the figures, unless
+    config fields.keep is all."""
+    return directory(path) if plan.keep_all_fields() else temp(directory(path))
+
+
 def run_of(w):
     return Run(w.dataset, w.method, w.variant, int(w.seed))
 
 
 def res(rule_name, key):
     return plan.resources(rule_name)[key]
+
+
+def job_res(rule_name, key):
+    """A per-job resource: the declared value, or for auto the measured cost model's."""
+
+    def get(w):
+        run = run_of(w) if hasattr(w, "method") else Run(w.dataset, None, None, 0)
+        return plan.job_resources(rule_name, run)[key]
+
+    return get
 
 
 def register_gpu(w):

@@ -79,8 +79,8 @@ rule prepare:
         "../../envs/corereg.yaml"
     threads: res("prepare", "threads")
     resources:
-        mem_mb=res("prepare", "mem_mb"),
-        runtime=res("prepare", "runtime"),
+        mem_mb=job_res("prepare", "mem_mb"),
+        runtime=job_res("prepare", "runtime"),
         gpu=res("prepare", "gpu"),
     params:
         spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),

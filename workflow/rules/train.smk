@@ -8,6 +8,7 @@ rule train:
     output:
         model=f"{RESULTS}/models/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}/final.pt",
         log=f"{RESULTS}/models/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}/train_log.csv",
+        costs=f"{RESULTS}/models/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}/costs.json",
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
     benchmark:
@@ -16,8 +17,8 @@ rule train:
         lambda w: os.path.join(ROOT, plan.conda_env(w.method))
     threads: res("train", "threads")
     resources:
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
+        mem_mb=job_res("train", "mem_mb"),
+        runtime=job_res("train", "runtime"),
         gpu=res("train", "gpu"),
     params:
         spec=lambda w: plan.quote(plan.train_spec(run_of(w))),

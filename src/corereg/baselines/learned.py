@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from corereg.data.manifest import Manifest
 from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
-from corereg.io import atomic_path, write_csv
+from corereg.io import atomic_path, write_csv, write_json
+from corereg.measure import PhaseClock, costs_record
 from corereg.registration.fields import warp
 from corereg.registration.methods import Method, check_keys
 from corereg.training.selftrain import dice_mean, train_val_pairs
@@ -122,6 +123,7 @@ class PairData:
 
     def __init__(self, manifest: Manifest, window, multiple: int, device, n_val: int, eval_labels):
         self.train, self.val = train_val_pairs(manifest, n_val)
+        self.shape = tuple(manifest.shape)
         ids = sorted({i for pr in self.train + self.val for i in pr})
         self.images = {}
         for i in ids:
@@ -170,6 +172,7 @@ class Trainer:
         self.total = self.net.total_iterations(self.p)
         self.rows: list[dict] = []
         self.start = 0
+        self.clock = PhaseClock(self.device)
 
     def _state(self, iteration: int) -> dict:
         return {
@@ -205,14 +208,20 @@ class Trainer:
             torch.save(self._state(iteration), tmp)
 
     def _batch(self):
-        idx = torch.randint(len(self.data.train), (int(self.p["batch_size"]),), generator=self.gen)
+        idx = torch.randint(
+            len(self.data.train), (int(self.p["batch_size"]),), generator=self.gen, device="cpu"
+        )
         pairs = [self.data.train[int(k)] for k in idx]
         fixed = torch.cat([self.data.images[f] for f, _ in pairs])
         moving = torch.cat([self.data.images[m] for _, m in pairs])
         return fixed, moving
 
-    @torch.no_grad()
     def validate(self) -> float:
+        with self.clock("validation", units=len(self.data.val)):
+            return self._validate()
+
+    @torch.no_grad()
+    def _validate(self) -> float:
         self.net.eval()
         vals = []
         for f, m in self.data.val:
@@ -233,11 +242,12 @@ class Trainer:
         for i in range(self.start, self.total):
             if hasattr(self.net, "set_iteration"):
                 self.net.set_iteration(i)
-            fixed, moving = self._batch()
-            loss, parts = self.net.loss(fixed, moving, i)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            with self.clock("train_iteration"):
+                fixed, moving = self._batch()
+                loss, parts = self.net.loss(fixed, moving, i)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
             last = i == self.total - 1
             if i % val_every == val_every - 1 or last:
                 row = {
@@ -271,6 +281,16 @@ class Trainer:
                 tmp,
             )
         write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
+        write_json(
+            self.out / "costs.json",
+            costs_record(
+                self.clock,
+                self.device,
+                kind=self.kind,
+                shape=list(self.data.shape),
+                resumed_at=self.start,
+            ),
+        )
         (self.out / CKPT).unlink(missing_ok=True)
         return final
 

@@ -110,9 +110,15 @@ def check_field(where: str, disp: np.ndarray, shape) -> np.ndarray:
 
 
 def register_manifest(
-    manifest, method: Method, out_dir: Path, split: str = "test", warmup=True
+    manifest,
+    method: Method,
+    out_dir: Path,
+    split: str = "test",
+    warmup=True,
+    field_storage: str = "float32",
 ) -> pd.DataFrame:
-    """Register every pair of ``split``; write fields into ``out_dir``; return the timing table."""
+    """Register every pair of ``split``; write fields into ``out_dir`` (as ``field_storage``,
+    see :func:`corereg.io.save_field`); return the timing table."""
     from corereg.data.manifest import field_name
     from corereg.io import save_field
 
@@ -132,7 +138,7 @@ def register_manifest(
     def save(p, disp, affine):
         where = f"{method.kind}, pair {p['fixed']} <- {p['moving']}"
         check_field(where, disp, manifest.shape)
-        save_field(out_dir / field_name(p["fixed"], p["moving"]), disp, affine)
+        save_field(out_dir / field_name(p["fixed"], p["moving"]), disp, affine, field_storage)
 
     seed_everything(method.seed)
     rows = method.register_set(pairs, load, save, warmup=warmup)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 
+from corereg.device import synchronize
 from corereg.registration import fastwarp
 from corereg.registration.fields import avg3, identity_grid
+
+
+def adam_impl_for(device: torch.device, impl: str = "auto") -> str:
+    """engine.adam_impl: auto is the fused CPU warp on the CPU and grid_sample on CUDA."""
+    if impl == "auto":
+        return "grid_sample" if device.type == "cuda" else "fused"
+    return impl
 
 
 def random_projection(cin: int, cout: int, generator: torch.Generator, device) -> torch.Tensor:
     """A 1x1x1 conv weight without bias, U(±1/sqrt(cin)) as PyTorch's default init."""
     bound = 1.0 / cin**0.5
-    w = (torch.rand(cout, cin, 1, 1, 1, generator=generator) * 2 - 1) * bound
+    w = (torch.rand(cout, cin, 1, 1, 1, generator=generator, device="cpu") * 2 - 1) * bound
     return w.to(device)
 
 
@@ -36,13 +46,15 @@ def adam_refine(
     p: dict | None = None,
     impl: str = "auto",
     history: list | None = None,
+    timings: dict | None = None,
 ) -> torch.Tensor:
     """Refine a full-resolution normalised field by Adam on the 1/``grid_sp`` grid.
 
     Loss = 12 · mean_p mean_c (Φ_m(p + ū) − Φ_f(p))² + reg_fac · λ · Σ_axes mean(Δū²),
     ū = three 3³ box filters of the parameter.  Returns the normalised field of the
     last iteration's ū (before its optimiser step, as the code does), upsampled and
-    smoothed by three more box filters.
+    smoothed by three more box filters.  ``timings`` (a dict) receives ``steps_s``, the
+    seconds of the optimisation loop alone (its set-up excluded).
     """
     p = p or {}
     iters, lr, gs = p.get("adam_iters", 50), p.get("adam_lr", 1.0), p.get("adam_grid_sp", 2)
@@ -57,8 +69,7 @@ def adam_refine(
     opt = torch.optim.Adam([theta], lr=lr)
     grid0 = identity_grid(small, dev)
     feat_fix, feat_mov = feat_fix.float(), feat_mov.float()
-    if impl == "auto":
-        impl = "grid_sample" if dev.type == "cuda" else "fused"
+    impl = adam_impl_for(dev, impl)
     if impl == "fused":
         mov_cl, fix_cl = fastwarp.channels_last(feat_mov), fastwarp.channels_last(feat_fix)
         ssd = lambda grid: fastwarp.warp_ssd(mov_cl, fix_cl, grid, small)  # noqa: E731
@@ -67,6 +78,9 @@ def adam_refine(
     else:
         raise ValueError(f"impl must be auto, fused or grid_sample, not '{impl}'")
     smooth = theta
+    if timings is not None:
+        synchronize(dev)
+        t0 = time.perf_counter()
     with torch.enable_grad():
         for _ in range(iters):
             opt.zero_grad(set_to_none=True)
@@ -79,6 +93,9 @@ def adam_refine(
             if history is not None:
                 history.append(float(total.detach()))
             opt.step()
+    if timings is not None:
+        synchronize(dev)
+        timings["steps_s"] = timings.get("steps_s", 0.0) + time.perf_counter() - t0
     out = F.interpolate(
         smooth.detach() * gs, size=tuple(big), mode="trilinear", align_corners=False
     )

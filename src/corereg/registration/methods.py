@@ -8,6 +8,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from corereg.device import warm_up
+
 
 def check_keys(name: str, params: dict, known) -> None:
     """Refuse parameters a method does not know (a misspelt key would be silently ignored)."""
@@ -53,7 +55,7 @@ class Method:
         for k, pair in enumerate(pairs):
             fixed, moving, affine = load(pair)
             self.affine = affine
-            if k == 0 and warmup and self.uses_cuda and self.device.type == "cuda":
+            if k == 0 and self.uses_cuda and warm_up(self.device, warmup):
                 timed_register(self, fixed, moving)  # CUDA context and kernels, not timed
             disp, secs = timed_register(self, fixed, moving)
             save(pair, disp, affine)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from corereg.device import amp_active, amp_dtype
 from corereg.registration import adam as adam_mod
 from corereg.registration import convex
 from corereg.registration.fields import compose, warp
@@ -23,8 +24,12 @@ def prepare_input(hu: torch.Tensor, p: dict, clamp) -> torch.Tensor:
 
 
 def autocast(device: torch.device, enabled: bool):
+    """The networks' AMP scope: float16 on CUDA when ``enabled`` (engine.amp); off on the
+    CPU unless :data:`corereg.device.AMP_CPU_DTYPE` turns it on (bfloat16, for tests)."""
     return torch.autocast(
-        device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda"
+        device_type=device.type,
+        dtype=amp_dtype(device),
+        enabled=amp_active(device, enabled),
     )
 
 
@@ -60,7 +65,9 @@ def network_field(net, fix_in, mov_in, p: dict, ice: bool, clamp, out_shape=None
     return network_passes(net, fix_in, mov_in, p, ice, clamp, out_shape)[0]
 
 
-def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator, hu=None) -> torch.Tensor:
+def adam_field(
+    net, fix_in, mov_in, field, reg_fac, p: dict, generator, hu=None, timings=None
+) -> torch.Tensor:
     """Adam IO on 5·R(G₂(·)) (``adam_feat: random_projection``) or on 5·↓2(MIND-SSC(HU))
     (``adam_feat: mind``, the code's --use_mind option; needs ``hu`` = (fixed, moving) HU)."""
     scale = p.get("feat_scale", 5.0)
@@ -73,11 +80,15 @@ def adam_field(net, fix_in, mov_in, field, reg_fac, p: dict, generator, hu=None)
             ff, fm = (
                 scale * F.avg_pool3d(MINDSSC(x.float(), 1, 2, device=str(x.device)), 2) for x in hu
             )
-        return adam_mod.adam_refine(ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"))
+        return adam_mod.adam_refine(
+            ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"), timings=timings
+        )
     with torch.no_grad(), autocast(fix_in.device, p.get("amp", True)):
         g2f, g2m = net.g2(fix_in), net.g2(mov_in)
     ff, fm = adam_mod.adam_features(g2f, g2m, generator, scale)
-    return adam_mod.adam_refine(ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"))
+    return adam_mod.adam_refine(
+        ff, fm, field, reg_fac, p, p.get("adam_impl", "auto"), timings=timings
+    )
 
 
 def register_pair(

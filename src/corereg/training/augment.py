@@ -20,10 +20,13 @@ class Affines:
 
 def draw_affines(strength: float, generator: torch.Generator) -> Affines:
     """A1 = I + 1.5 s N(0,1), A2 = (I + s N(0,1)) A1, bottom rows' first three entries zeroed."""
-    eye = torch.eye(4, dtype=torch.float64)
-    a1 = eye + torch.randn(4, 4, generator=generator, dtype=torch.float64) * strength * 1.5
+    eye = torch.eye(4, dtype=torch.float64, device="cpu")
+    a1 = (
+        eye
+        + torch.randn(4, 4, generator=generator, dtype=torch.float64, device="cpu") * strength * 1.5
+    )
     a1[3, :3] = 0
-    a2r = eye + torch.randn(4, 4, generator=generator, dtype=torch.float64) * strength
+    a2r = eye + torch.randn(4, 4, generator=generator, dtype=torch.float64, device="cpu") * strength
     a2r[3, :3] = 0
     return Affines(a1, a2r @ a1)
 

@@ -51,12 +51,12 @@ def bezier_intensity(
     image: torch.Tensor, generator: torch.Generator, prob: float = 0.5, samples: int = 100_000
 ) -> torch.Tensor:
     """Models-Genesis-style monotone Bézier curve on the min-max scaled image (probability ``prob``)."""
-    if float(torch.rand((), generator=generator)) >= prob:
+    if float(torch.rand((), generator=generator, device="cpu")) >= prob:
         return image
     lo, hi = image.min(), image.max()
     x = (image - lo) / (hi - lo + 1e-8)
-    r = torch.rand(4, generator=generator, dtype=torch.float64)
-    t = torch.linspace(0, 1, samples, dtype=torch.float64)
+    r = torch.rand(4, generator=generator, dtype=torch.float64, device="cpu")
+    t = torch.linspace(0, 1, samples, dtype=torch.float64, device="cpu")
     b1, b2, b3 = 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3
     xs = torch.sort(b1 * r[0] + b2 * r[2] + b3).values.to(image.device, image.dtype)
     ys = torch.sort(b1 * r[1] + b2 * r[3] + b3).values.to(image.device, image.dtype)
@@ -101,7 +101,7 @@ def sample_locations(
             f"no foreground feature voxel at least cl_border={border} voxels from the border "
             f"of the {tuple(feat_shape)} feature grid; lower engine.cl_border"
         )
-    order = torch.randperm(idx.shape[0], generator=generator)[: min(n, idx.shape[0])]
+    order = torch.randperm(idx.shape[0], generator=generator, device="cpu")[: min(n, idx.shape[0])]
     return idx[order.to(idx.device)]
 
 
@@ -287,7 +287,9 @@ def _sampled_loss(fa, fb, ma, mb, fixed, moving, p, generator) -> torch.Tensor:
     for k in pairs:
         loc_f = sample_locations(fixed[k : k + 1], shape, n, p, generator)
         if p.get("cl_sampling_variant", "fixed") == "paper_era":
-            loc_m = loc_f[torch.randperm(len(loc_f), generator=generator).to(loc_f.device)]
+            loc_m = loc_f[
+                torch.randperm(len(loc_f), generator=generator, device="cpu").to(loc_f.device)
+            ]
         else:
             loc_m = sample_locations(moving[k : k + 1], shape, n, p, generator)
         ga += [gather(fa[k : k + 1], loc_f), gather(ma[k : k + 1], loc_m)]

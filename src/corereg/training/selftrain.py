@@ -22,9 +22,10 @@ import pandas as pd
 import torch
 
 from corereg.data.manifest import Manifest
-from corereg.device import seed_everything
+from corereg.device import amp_active, seed_everything
 from corereg.errors import CoreregError, InputError, NotImplementedYet
-from corereg.io import atomic_path, write_csv
+from corereg.io import atomic_path, write_csv, write_json
+from corereg.measure import PhaseClock, costs_record
 from corereg.registration import network
 from corereg.registration.fields import warp
 from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
@@ -94,8 +95,8 @@ def difficulty(noadam: torch.Tensor, adam: torch.Tensor, full_shape, crop: int =
 def rank_weights(err: torch.Tensor) -> torch.Tensor:
     """Pair of rank r (ascending error) gets sigmoid(linspace(5, -5, N))[r]: small corrections are favoured."""
     n = err.numel()
-    q = torch.zeros(n)
-    q[torch.argsort(err)] = torch.sigmoid(torch.linspace(5, -5, n))
+    q = torch.zeros(n, device="cpu")
+    q[torch.argsort(err)] = torch.sigmoid(torch.linspace(5, -5, n, device="cpu"))
     return q
 
 
@@ -150,6 +151,7 @@ class Trainer:
         self.last_cl = float("nan")
         self.total = self.stages * self.ips
         self.rows: list[dict] = []
+        self.clock = PhaseClock(device)
 
     # -- state ------------------------------------------------------------------
     def _fresh_optim(self):
@@ -169,7 +171,7 @@ class Trainer:
 
     @property
     def _amp(self) -> bool:
-        return bool(self.p.get("amp", True)) and self.device.type == "cuda"
+        return amp_active(self.device, self.p.get("amp", True))
 
     def _init_fresh(self):
         seed_everything(self.seed)
@@ -201,17 +203,18 @@ class Trainer:
         t0 = time.perf_counter()
         for i in range(iters):
             idx = torch.multinomial(
-                torch.ones(len(self.d.train_pairs)),
+                torch.ones(len(self.d.train_pairs), device="cpu"),
                 int(p.get("batch_size", 2)),
                 replacement=True,
                 generator=self.gens["sample"],
             )
-            originals = [self._train_inputs(k) for k in idx.tolist()]
-            opt.zero_grad(set_to_none=True)
-            loss = contrastive_loss(self.net, originals, p, self.gens["aug"])
-            loss.backward()
-            opt.step()
-            sched.step()
+            with self.clock("pretrain_iteration"):
+                originals = [self._train_inputs(k) for k in idx.tolist()]
+                opt.zero_grad(set_to_none=True)
+                loss = contrastive_loss(self.net, originals, p, self.gens["aug"])
+                loss.backward()
+                opt.step()
+                sched.step()
             if i == 0 or i == iters - 1:
                 self.log(
                     f"[train] contrastive pretraining {i + 1}/{iters}: L_c {float(loss.detach()):.3f} "
@@ -291,6 +294,10 @@ class Trainer:
         )
 
     def _update_labels(self, net, stage: int) -> None:
+        with self.clock("pseudo_labels", units=len(self.d.train_pairs)):
+            self._refresh_labels(net, stage)
+
+    def _refresh_labels(self, net, stage: int) -> None:
         t0 = time.perf_counter()
         noadam, adam = [], []
         for f, m in self.d.train_pairs:
@@ -315,13 +322,17 @@ class Trainer:
         self.weights = (
             rank_weights(difficulty(noadam, adam, self.d.shape, crop))
             if use_q
-            else torch.ones(len(adam))
+            else torch.ones(len(adam), device="cpu")
         )
         self.log(
             f"[train] stage {stage}: {len(adam)} pseudo-labels in {time.perf_counter() - t0:.1f} s"
         )
 
     def validate(self, net) -> dict:
+        with self.clock("validation", units=len(self.d.val_pairs)):
+            return self._validate(net)
+
+    def _validate(self, net) -> dict:
         dn, da = [], []
         for f, m in self.d.val_pairs:
             fx, mv = self._pair(f, m)
@@ -438,7 +449,8 @@ class Trainer:
             if reset and i > 0 and i % int(reset) == 0:
                 self._fresh_optim()
             lr = self.opt.param_groups[0]["lr"]
-            loss = self.step(i)
+            with self.clock("train_iteration"):
+                loss = self.step(i)
             if i == 0 or i % val_every == val_every - 1 or i == self.total - 1:
                 row = {
                     "iteration": i + 1,
@@ -478,6 +490,18 @@ class Trainer:
                 tmp,
             )
         write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
+        write_json(
+            self.out / "costs.json",
+            costs_record(
+                self.clock,
+                self.device,
+                kind="engine",
+                shape=list(self.d.shape),
+                form=self.p.get("cl_views", "separate") if self._joint else "registration",
+                train_pairs=len(self.d.train_pairs),
+                resumed_at=self.start,
+            ),
+        )
         (self.out / CKPT).unlink(
             missing_ok=True
         )  # the resume state (with all pseudo-labels) is spent

@@ -1,0 +1,497 @@
+"""The cost model: each step's measured time and memory, and what a configuration needs.
+
+``corereg costs update`` reads a finished run of the paper-scale smoke preset (the paper's
+image sizes, a handful of iterations; ``make paperscale``) and writes ``workflow/costs.yaml``:
+per device kind (``cpu``, ``cuda``) and paper dataset, the seconds of each unit of work
+(a training iteration of each form, a pseudo-label or validation pair, the network pass and
+one Adam step of a test registration, a test pair of every comparison method, the
+evaluation of a pair, a job's start) and each job's peak memory.
+
+:func:`predict` multiplies those units by a configuration's counts (the paper's 8 x 1000
+iterations, 190 training pairs, 50 Adam steps, ...): ``corereg plan`` prints the result and
+rule resources set to ``auto`` (config ``resources``) request it with a margin, so the
+SLURM time and memory requests follow from measurements.  Where a device kind has no
+measurement (no GPU has run the smoke), the GPU figure is the CPU figure times the ratio of
+the paper's inference time to this CPU's (T_inf, Table 1), and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from corereg.errors import CoreregError, InputError
+
+COSTS_FILE = Path(__file__).resolve().parent / "costs.yaml"
+MARGIN_MEASURED = 1.5  # runtime request = prediction x margin + JOB_SLACK_S
+MARGIN_RATIO = 3.0  # ... for a GPU figure estimated from the CPU by the T_inf ratio
+JOB_SLACK_S = 600.0
+MEM_MARGIN = 1.3  # mem_mb request = peak x margin + MEM_SLACK_MB, in steps of 1000
+MEM_SLACK_MB = 1024.0
+# Engine methods whose paper T_inf gives the GPU/CPU ratio (Table 1, seconds per pair).
+PAPER_T_INF = {
+    "abdomen": {"engine": 1.2, "voxelmorph": 0.2, "lapirn": 0.7},
+    "radchest": {"engine": 1.9, "voxelmorph": 0.3, "lapirn": 0.8},
+}
+NIFTYREG_DEFAULT_ITERATIONS = 150  # reg_f3d's own -maxit when the config gives none
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A job's predicted wall seconds and peak memory (MB), and what they rest on."""
+
+    seconds: float | None
+    mem_mb: float | None
+    basis: str  # "measured cpu", "cuda from cpu x T_inf ratio", "scaled ...", "none"
+
+    @property
+    def known(self) -> bool:
+        return self.seconds is not None
+
+
+def load(path: Path | str | None = None) -> dict:
+    """The measured costs (``workflow/costs.yaml``); an empty model when there is none."""
+    path = Path(path) if path else COSTS_FILE
+    if not path.is_file():
+        return {"measured": {}}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML ({exc})") from exc
+    if not isinstance(data.get("measured", {}), dict):
+        raise InputError(path, "'measured' must map device kinds to their measurements")
+    data.setdefault("measured", {})
+    return data
+
+
+# ----------------------------------------------------------------------------- measuring
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def _benchmark(path: Path) -> dict:
+    """Seconds and peak RSS (MB) of one Snakemake benchmark file; {} when absent."""
+    if not path.is_file():
+        return {}
+    row = pd.read_csv(path, sep="\t").iloc[-1]
+    out = {"s": float(row["s"])}
+    if "max_rss" in row and str(row["max_rss"]) not in ("-", "nan"):
+        out["max_rss"] = float(row["max_rss"])
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def _max(values) -> float | None:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return round(max(vals), 1) if vals else None
+
+
+def measure(plan) -> dict:
+    """Per device kind and paper dataset, the unit costs of a finished run of ``plan``."""
+    import torch
+
+    results = Path(plan.results)
+    found: dict[str, dict[str, dict]] = {}
+    runs = plan.all_runs()
+    for dataset in sorted({r.dataset for r in runs}):
+        ds = plan.cfg["datasets"][dataset]
+        key = ds.get("paper_key") or dataset
+        units: dict[str, list] = {}
+        peaks: dict[str, list] = {}
+        kinds = set()
+
+        def add(name, value, _units=units):
+            _units.setdefault(name, []).append(value)
+
+        def peak(name, value, _peaks=peaks):
+            if value is not None:
+                _peaks.setdefault(name, []).append(value)
+
+        prep = _benchmark(results / "benchmarks" / "prepare" / f"{dataset}.tsv")
+        if prep:
+            scans, _ = plan.dataset_counts(dataset)
+            add("prepare_scan_s", prep["s"] / max(scans, 1))
+            peak("prepare", prep.get("max_rss"))
+        for run in (r for r in runs if r.dataset == dataset):
+            m = plan.method(run.method)
+            kind = m["kind"]
+            sub = f"{run.dataset}/{run.method}/{run.variant}/seed{run.seed}"
+            if plan.trainable(run.method):
+                cpath = results / "models" / sub / "costs.json"
+                bench = _benchmark(results / "benchmarks" / "train" / f"{sub}.tsv")
+                if cpath.is_file() and bench:
+                    c = _read_json(cpath)
+                    if c.get("not_run"):
+                        continue
+                    kinds.add(_device_kind(c["device"]))
+                    ph = c.get("phases", {})
+                    params = plan.method_params(run.method, run.variant)
+                    form = c.get("form", kind) if kind == "engine" else kind
+                    if "train_iteration" in ph:
+                        add(f"train_iteration_s.{form}", ph["train_iteration"]["steady_s"])
+                    if "pretrain_iteration" in ph:
+                        add("pretrain_iteration_s", ph["pretrain_iteration"]["steady_s"])
+                    if kind == "engine" and "pseudo_labels" in ph:
+                        add("pseudo_label_pair_s", ph["pseudo_labels"]["per_unit_s"])
+                        add("label_adam_iters", int(params.get("adam_iters", 50)))
+                    if "validation" in ph:
+                        add(f"validation_pair_s.{kind}", ph["validation"]["per_unit_s"])
+                    accounted = sum(v["seconds"] for v in ph.values())
+                    add("job_overhead_s", max(bench["s"] - accounted, 0.0))
+                    # engine peaks per form: CoRe's contrastive passes hold far more
+                    where = f"{kind}.{form}" if kind == "engine" else kind
+                    peak(f"train.{where}", bench.get("max_rss"))
+                    peak(f"train.{where}", c.get("peak", {}).get("rss_mb"))
+                    peak(f"gpu_train.{where}", c.get("peak", {}).get("cuda_reserved_mb"))
+                    add("train_scans", plan.train_scans(dataset))
+            pairs_csv = results / "metrics" / sub / "pairs.csv"
+            if not pairs_csv.is_file():
+                continue
+            pairs = pd.read_csv(pairs_csv)
+            if "device" in pairs and pairs["device"].astype(str).str.startswith("not run").any():
+                continue
+            bench = _benchmark(results / "benchmarks" / "register" / f"{sub}.tsv")
+            peak(f"register.{kind}", bench.get("max_rss"))
+            if "peak_rss_mb" in pairs:
+                peak(f"register.{kind}", pairs["peak_rss_mb"].max())
+            if "peak_cuda_reserved_mb" in pairs:
+                peak(f"gpu_register.{kind}", pairs["peak_cuda_reserved_mb"].max())
+            if "device" in pairs and len(pairs):
+                kinds.add(_device_kind(str(pairs["device"].iloc[0])))
+            if kind == "engine" and "net_seconds" in pairs and pairs["adam_iters"].max() > 0:
+                add("net_pair_s", pairs["net_seconds"].mean())
+                add("search_rounds", pairs["search_rounds"].mean())
+                if "adam_step_seconds" in pairs:  # the loop apart from its set-up
+                    steps = pairs["adam_step_seconds"]
+                    add("adam_step_s", (steps / pairs["adam_iters"]).mean())
+                    add("adam_setup_s", (pairs["adam_seconds"] - steps).mean())
+            elif kind != "engine":
+                add(f"register_pair_s.{kind}", pairs["seconds"].mean())
+                if kind == "niftyreg":
+                    params = plan.method_params(run.method, run.variant)
+                    add(
+                        "niftyreg_iterations",
+                        params.get("max_iterations", NIFTYREG_DEFAULT_ITERATIONS),
+                    )
+            ev = _benchmark(results / "benchmarks" / "evaluate" / f"{sub}.tsv")
+            if ev:
+                add("evaluate_pair_s", ev["s"] / max(len(pairs), 1))
+                peak("evaluate", ev.get("max_rss"))
+        if not units:
+            continue
+        entry: dict = {"shape": list(ds["shape"])}
+        for name, vals in sorted(units.items()):
+            top, _, sub_key = name.partition(".")
+            value = _mean(vals)
+            if sub_key:
+                entry.setdefault(top, {})[sub_key] = value
+            else:
+                entry[top] = value
+        entry["peak_mb"] = {name: _max(v) for name, v in sorted(peaks.items())}
+        for kind in kinds or {"cpu"}:
+            found.setdefault(kind, {})[key] = entry
+    out = {}
+    for kind, datasets in found.items():
+        out[kind] = {
+            "device": _describe_kind(kind),
+            "torch": str(torch.__version__),
+            "threads": int(plan.resources("train")["threads"]),
+            "run": str(results),
+            "datasets": datasets,
+        }
+    return out
+
+
+def _device_kind(described: str) -> str:
+    return "cuda" if described.startswith("cuda") else "cpu"
+
+
+def _describe_kind(kind: str) -> str:
+    if kind == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "CUDA GPU"
+    return _cpu_model()
+
+
+def update(plan, path: Path | str | None = None, date: str | None = None) -> dict:
+    """Measure ``plan``'s finished run and merge it into the cost file (other device kinds
+    already there are kept)."""
+    import datetime
+
+    from corereg.io import write_text
+
+    path = (Path(path) if path else COSTS_FILE).resolve()  # write the file, not a link to it
+    model = load(path)
+    new = measure(plan)
+    if not new:
+        raise CoreregError(
+            f"no measurements under {plan.results}: run the paper-scale smoke first "
+            "(make paperscale) and keep its results folder"
+        )
+    stamp = date or datetime.date.today().isoformat()
+    for kind, entry in new.items():
+        model["measured"][kind] = {"date": stamp, **entry}
+    header = (
+        "# Measured cost of each step at the paper's image sizes, per device kind and dataset:\n"
+        "# written by `corereg costs update` from a run of the paper-scale smoke preset\n"
+        "# (make paperscale), read by `corereg plan` and by rule resources set to auto.\n"
+        "# Seconds per unit of work; peak_mb: a job's peak memory (RSS; gpu_*: CUDA reserved).\n"
+    )
+    write_text(path, header + yaml.safe_dump(model, sort_keys=False, width=100))
+    return model
+
+
+# ----------------------------------------------------------------------------- predicting
+UNSCALED = {
+    "search_rounds",
+    "label_adam_iters",
+    "niftyreg_iterations",
+    "job_overhead_s",
+    "train_scans",
+}
+
+
+class _Tracked(dict):
+    """A unit table that remembers which of its (possibly borrowed) values were read."""
+
+    def __init__(self, data, path="", used=None):
+        super().__init__(data)
+        self.used = used if used is not None else set()
+        self.path = path
+
+    def get(self, key, default=None):
+        name = f"{self.path}{key}"
+        value = super().get(key, default)
+        if isinstance(value, dict):
+            return _Tracked(value, f"{name}.", self.used)
+        if value is not None:
+            self.used.add(name)
+        return value
+
+
+def _units(model: dict, device: str, key: str) -> dict | None:
+    """A dataset's measured units on a device kind.  Units it lacks (a job that could not
+    run there) are taken from another dataset measured on the same kind, scaled by the
+    ratio of voxels; ``_borrowed`` names them."""
+    datasets = model.get("measured", {}).get(device, {}).get("datasets", {})
+    own = datasets.get(key)
+    if own is None:
+        return None
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in own.items()}
+    borrowed = {}
+    for other_key, other in datasets.items():
+        if other_key == key:
+            continue
+        factor = math.prod(own["shape"]) / math.prod(other["shape"])
+        for name, value in other.items():
+            if name == "shape":
+                continue
+            scale = 1.0 if name in UNSCALED else factor
+            if isinstance(value, dict):
+                mine = out.setdefault(name, {})
+                for sub, v in value.items():
+                    if v is not None and mine.get(sub) is None:
+                        mine[sub] = v * scale
+                        borrowed[f"{name}.{sub}"] = other_key
+            elif value is not None and out.get(name) is None:
+                out[name] = value * scale
+                borrowed[name] = other_key
+    out["_borrowed"] = borrowed
+    return out
+
+
+def _get(entry: dict, name: str, sub: str | None = None):
+    v = entry.get(name)
+    if sub is not None:
+        v = v.get(sub) if isinstance(v, dict) else None
+    return v
+
+
+def gpu_ratio(model: dict, key: str, kind: str) -> float | None:
+    """GPU seconds per CPU second for a method kind: the paper's T_inf over this CPU's
+    (engine: network pass + one 50-step Adam run; VoxelMorph/LapIRN: a test pair)."""
+    cpu = _units(model, "cpu", key)
+    paper = PAPER_T_INF.get(key, {})
+    if not cpu:
+        return None
+    if kind in ("voxelmorph", "lapirn") and kind in paper:
+        t = _get(cpu, "register_pair_s", kind)
+        return paper[kind] / t if t else None
+    if "engine" in paper and cpu.get("net_pair_s") and cpu.get("adam_step_s"):
+        return paper["engine"] / (
+            cpu["net_pair_s"] + (cpu.get("adam_setup_s") or 0.0) + 50 * cpu["adam_step_s"]
+        )
+    return None
+
+
+def _validations(iters: int, val_every: int) -> int:
+    """How many validations a training loop of ``iters`` makes (first, every val_every, last)."""
+    if iters <= 0:
+        return 1
+    marks = {0, iters - 1} | {i for i in range(iters) if i % val_every == val_every - 1}
+    return len(marks)
+
+
+def predict(plan, rule: str, run, model: dict, device: str) -> Estimate:
+    """Seconds and peak memory of one job of ``rule`` for ``run`` on ``device`` (cpu|cuda)."""
+    ds = plan.cfg["datasets"][run.dataset]
+    key = ds.get("paper_key") or run.dataset
+    kind = plan.method(run.method)["kind"] if run.method else None
+    basis = f"measured {device}"
+    entry = _units(model, device, key)
+    factor = 1.0
+    if entry is None and device == "cuda":
+        entry = _units(model, "cpu", key)
+        factor = gpu_ratio(model, key, kind) if kind else None
+        if entry is None or factor is None:
+            return Estimate(None, None, "not measured")
+        basis = "cuda = cpu x paper T_inf ratio"
+    if entry is None:
+        return Estimate(None, None, "not measured")
+    borrowed = entry.pop("_borrowed", {})
+    entry = _Tracked(entry)
+    voxels = math.prod(ds["shape"]) / math.prod(entry["shape"])
+    if abs(voxels - 1) > 1e-9:
+        basis += f", scaled by voxels ({voxels:.3g}x)"
+    overhead = float(entry.get("job_overhead_s") or 0.0)
+    scans, test_pairs = plan.dataset_counts(run.dataset)
+    params = plan.method_params(run.method, run.variant) if run.method else {}
+    seconds = None
+    mem = None
+
+    def peak(name):
+        v = _get(entry, "peak_mb", name)
+        return None if v is None else float(v) * (voxels if voxels < 1 else 1.0)
+
+    if rule == "prepare":
+        if entry.get("prepare_scan_s") is not None:
+            seconds = overhead + scans * entry["prepare_scan_s"] * voxels
+        mem = peak("prepare")
+    elif rule == "evaluate":
+        if entry.get("evaluate_pair_s") is not None:
+            seconds = overhead + test_pairs * entry["evaluate_pair_s"] * voxels
+        mem = peak("evaluate")
+    elif rule == "train":
+        seconds = _train_seconds(plan, run, kind, params, entry, voxels, factor)
+        mem = peak(f"train.{kind}.{_engine_form(params)}" if kind == "engine" else f"train.{kind}")
+        if mem is not None:
+            # every training scan is held as float32; the smoke run held train_scans of them
+            extra = plan.train_scans(run.dataset) - int(entry.get("train_scans") or 0)
+            mem += max(extra, 0) * math.prod(ds["shape"]) * 4 / 2**20
+        if mem is not None and kind == "engine":
+            # pseudo-labels of every training pair stay in memory (half-resolution, float16)
+            train_pairs = plan.dataset_counts(run.dataset, train=True)
+            mem += train_pairs * math.prod(ds["shape"]) / 8 * 3 * 2 / 2**20
+        if seconds is not None:
+            seconds += overhead
+    elif rule == "register":
+        seconds = _register_seconds(kind, params, entry, voxels, factor, test_pairs)
+        if seconds is not None:
+            seconds += overhead
+        mem = peak(f"register.{kind}")
+    if seconds is None:
+        return Estimate(None, mem, "not measured")
+    lent = sorted({borrowed[n] for n in entry.used if n in borrowed})
+    if lent:
+        basis += f", some units from {', '.join(lent)} scaled by voxels"
+    return Estimate(seconds, mem, basis)
+
+
+def _engine_form(params: dict) -> str:
+    """The training step's form: registration only, or CoRe's contrastive views."""
+    if not params.get("contrastive") or params.get("contrastive_mode", "joint") != "joint":
+        return "registration"
+    return params.get("cl_views", "separate")
+
+
+def _train_seconds(plan, run, kind, params, entry, voxels, factor) -> float | None:
+    if kind == "engine":
+        iters = int(params["stages"]) * int(params["iters_per_stage"])
+        mode = params.get("contrastive_mode", "joint")
+        form = _engine_form(params)
+        it_s = _get(entry, "train_iteration_s", form)
+        if it_s is None and iters:
+            return None
+        adam = int(params.get("adam_iters", 50))
+        step = entry.get("adam_step_s") or 0.0
+        label_iters = entry.get("label_adam_iters") or adam
+        pl = (entry.get("pseudo_label_pair_s") or 0.0) + (adam - label_iters) * step
+        val = (_get(entry, "validation_pair_s", "engine") or 0.0) + (adam - label_iters) * step
+        train_pairs = plan.dataset_counts(run.dataset, train=True)
+        refreshes = int(params["stages"]) if iters else 0
+        n_val = _validations(iters, int(params.get("val_every", 100)))
+        secs = (it_s or 0.0) * iters
+        secs += refreshes * train_pairs * pl
+        secs += n_val * int(params.get("val_pairs", 4)) * val
+        if params.get("contrastive") and mode == "pretrain_frozen":
+            pre = entry.get("pretrain_iteration_s")
+            if pre is None:
+                return None
+            secs += int(params.get("cl_pretrain_iters", 8000)) * pre
+        return secs * voxels * factor
+    if kind in ("voxelmorph", "lapirn"):
+        it_s = _get(entry, "train_iteration_s", kind)
+        if it_s is None:
+            return None
+        iters = (
+            int(params["iterations"])
+            if kind == "voxelmorph"
+            else sum(int(n) for n in params["level_iterations"])
+        )
+        val = _get(entry, "validation_pair_s", kind) or 0.0
+        n_val = _validations(iters, int(params.get("val_every", 500)))
+        return (iters * it_s + n_val * val) * voxels * factor
+    return None
+
+
+def _register_seconds(kind, params, entry, voxels, factor, pairs) -> float | None:
+    if kind == "engine":
+        if entry.get("net_pair_s") is None:
+            return None
+        adam = int(params.get("adam_iters", 50)) if params.get("test_adam", True) else 0
+        rounds = entry.get("search_rounds") or 1.0
+        if not params.get("reg_fac_search", True):
+            rounds = 1.0
+        setup = (entry.get("adam_setup_s") or 0.0) if adam else 0.0
+        per_pair = entry["net_pair_s"] + rounds * (setup + adam * (entry.get("adam_step_s") or 0.0))
+        return pairs * per_pair * voxels * factor
+    per_pair = _get(entry, "register_pair_s", kind)
+    if per_pair is None:
+        return None
+    if kind == "niftyreg":
+        measured = entry.get("niftyreg_iterations") or NIFTYREG_DEFAULT_ITERATIONS
+        per_pair *= params.get("max_iterations", NIFTYREG_DEFAULT_ITERATIONS) / measured
+    return pairs * per_pair * voxels * factor
+
+
+def request(estimate: Estimate) -> tuple[int | None, int | None]:
+    """(runtime minutes, mem_mb) to request for a job with this estimate."""
+    minutes = mem = None
+    if estimate.seconds is not None:
+        margin = MARGIN_RATIO if "ratio" in estimate.basis else MARGIN_MEASURED
+        minutes = max(10, math.ceil((estimate.seconds * margin + JOB_SLACK_S) / 60))
+    if estimate.mem_mb is not None:
+        mem = int(math.ceil((estimate.mem_mb * MEM_MARGIN + MEM_SLACK_MB) / 1000) * 1000)
+    return minutes, mem
