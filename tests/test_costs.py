@@ -221,32 +221,17 @@ def test_keep_field_copies_the_figure_pair_and_refuses_a_bad_index(tmp_path):
             np.full((16, 16, 16, 3), k, "f4"),
             np.eye(4),
         )
-    out = run_cli(
-        "keep-field",
-        "--fields",
-        fields,
-        "--manifest",
-        root,
-        "--pair-index",
-        1,
-        "--out-dir",
-        tmp_path / "kept",
-    )
+
+    def keep(index, out_dir):
+        args = ("--fields", fields, "--manifest", root, "--pair-index", index)
+        return run_cli("keep-field", *args, "--out-dir", out_dir)
+
+    out = keep(1, tmp_path / "kept")
     assert out.returncode == 0, out.stderr
     second = m.pairs("test")[1]
     kept = sorted(p.name for p in (tmp_path / "kept").glob("disp_*"))
     assert kept == [field_name(second["fixed"], second["moving"])]
-    out = run_cli(
-        "keep-field",
-        "--fields",
-        fields,
-        "--manifest",
-        root,
-        "--pair-index",
-        3,
-        "--out-dir",
-        tmp_path / "k2",
-    )
+    out = keep(3, tmp_path / "k2")
     assert out.returncode == 1 and "pair index 3 is outside its 3 test pairs" in out.stderr
     assert not (tmp_path / "k2").exists()
 
