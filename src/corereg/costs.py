@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 from corereg.errors import CoreregError, InputError
+from corereg.io import read_json
 
 COSTS_FILE = Path(__file__).resolve().parent / "costs.yaml"
 MARGIN_MEASURED = 1.5  # runtime request = prediction x margin + JOB_SLACK_S
@@ -70,12 +71,6 @@ def load(path: Path | str | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------- measuring
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
-
-
 def _benchmark(path: Path) -> dict:
     """Seconds and peak RSS (MB) of one Snakemake benchmark file; {} when absent."""
     if not path.is_file():
@@ -141,7 +136,7 @@ def measure(plan) -> dict:
                 cpath = results / "models" / sub / "costs.json"
                 bench = _benchmark(results / "benchmarks" / "train" / f"{sub}.tsv")
                 if cpath.is_file() and bench:
-                    c = _read_json(cpath)
+                    c = read_json(cpath)
                     if c.get("not_run"):
                         continue
                     kinds.add(_device_kind(c["device"]))

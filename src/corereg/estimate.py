@@ -80,8 +80,9 @@ def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
             else None
         )
         mems = [p.mem_mb for p in preds if p.mem_mb is not None]
-        limits = [plan.job_resources(rule, j)["runtime"] for j in jobs] if jobs else []
-        requests = [plan.job_resources(rule, j)["mem_mb"] for j in jobs] if jobs else []
+        asked = [plan.job_resources(rule, j) for j in jobs]  # one prediction per job
+        limits = [a["runtime"] for a in asked]
+        requests = [a["mem_mb"] for a in asked]
         limit_h = round(sum(float(x) for x in limits) / 60, 1) if limits else "–"
         bases = sorted({p.basis for p in preds}) or ["declared limits only"]
         rows.append(
