@@ -408,7 +408,15 @@ class Trainer:
         loss = registration_loss(
             pred, target, self.d.shape, p.get("reg_loss", "epe"), p.get("label_crop_border", 8)
         )
+        del ff, fm, pred
         self.last_cl = float("nan")
+        # The separate form's contrastive passes share no activations with the registration
+        # forward: backpropagating L_reg first frees its graph before they run (the gradients
+        # add up to the same sum; only the order of the floating-point additions differs).
+        split = self._joint and not self._listing1 and p.get("cl_backward", "split") == "split"
+        if split:
+            self.scaler.scale(loss).backward()
+            loss = loss.detach()
         if self._joint:
             with autocast(self.device, p.get("amp", True)):
                 if self._listing1:
@@ -418,8 +426,14 @@ class Trainer:
                 else:
                     lc = contrastive_loss(self.net, originals, p, self.gens["aug"])
             self.last_cl = float(lc.detach())
-            loss = loss + cl_weight(i, self.total, p) * lc
-        self.scaler.scale(loss).backward()
+            weighted = cl_weight(i, self.total, p) * lc
+            if split:
+                self.scaler.scale(weighted).backward()
+                loss = loss + weighted.detach()
+            else:
+                loss = loss + weighted
+        if not split:
+            self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
