@@ -153,7 +153,8 @@ def test_engine_switches_are_checked():
     cfg = load()
     cfg["methods"]["core"]["variants"]["alpha_5"]["cl_wieght"] = 5
     with pytest.raises(
-        CoreregError, match=r"methods\.core\.variants\.alpha_5 sets \['cl_wieght'\]"
+        CoreregError,
+        match=r"methods\.core\.variants\.alpha_5: unknown parameters \['cl_wieght'\] of method kind",
     ):
         Plan(cfg)
 
@@ -184,6 +185,18 @@ def test_snakemake_stops_at_start_up_naming_the_key(tmp_path):
             "datasets.abdomen.source: Additional properties are not allowed ('ulr' was unexpected)",
         ),
         ("engine: {adam_iters: -1}\n", "engine.adam_iters: -1 is less than the minimum of 0"),
+        (
+            "methods:\n  niftyreg:\n    params: {levles: 3}\n",
+            "methods.niftyreg.params: unknown parameters ['levles'] of method kind 'niftyreg'",
+        ),
+        (
+            "methods:\n  voxelmorph:\n    params: {lr: -0.1}\n",
+            "methods.voxelmorph.params.lr: -0.1 is less than or equal to the minimum of 0",
+        ),
+        (
+            "methods:\n  deeds:\n    params: {deedsbcv: {grid: [8, 0]}}\n",
+            "methods.deeds.params.deedsbcv.grid.1: 0 is less than the minimum of 1",
+        ),
     ],
 )
 def test_a_bad_key_at_any_level_stops_the_dry_run_with_one_line(tmp_path, override, expected):

@@ -50,10 +50,10 @@ def test_unknown_and_planned_methods():
         make_method("engine", {}, torch.device("cpu"), checkpoint=None)
     with pytest.raises(CoreregError, match="unknown method kind 'nope'"):
         make_method("nope", {}, torch.device("cpu"))
-    with pytest.raises(ValueError, match="unknown parameters"):
-        make_method("convexadam", {"bogus": 1}, torch.device("cpu")).register(
-            np.zeros((8,) * 3, np.float32), np.zeros((8,) * 3, np.float32)
-        )
+    with pytest.raises(CoreregError, match=r"unknown parameters \['bogus'\] of method kind"):
+        make_method("convexadam", {"bogus": 1}, torch.device("cpu"))
+    with pytest.raises(CoreregError, match="initial params: unknown parameters"):
+        make_method("initial", {"levels": 1}, torch.device("cpu"))
 
 
 def test_cli_one_pair_writes_a_learn2reg_field(tmp_path):
@@ -119,8 +119,30 @@ def test_one_registry_covers_every_configurable_kind():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     kinds = schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]
     assert sorted(kinds) == sorted([*KINDS, *WITHOUT_ADAPTER])
+    assert sorted(schema["$defs"]["method_params"]) == sorted(kinds)  # a params schema each
     for kind in KINDS:
         assert issubclass(method_class(kind), Method), kind
+        assert method_class(kind).kind == kind
+
+
+def test_adapters_take_their_defaults_from_the_schema():
+    """A parameter left out of the config gets the schema's default in the adapter."""
+    from corereg.baselines import learned, niftyreg
+    from corereg.config import method_defaults
+
+    nr = niftyreg.NiftyReg({}, device=None)
+    assert nr.params == method_defaults("niftyreg")
+    assert nr.f3d_args() == ["-ln", "4", "--nmi", "-noConj"]
+    assert niftyreg.NiftyReg({"levels": 2, "similarity": "ssd"}, device=None).f3d_args()[:3] == [
+        "-ln",
+        "2",
+        "--ssd",
+    ]
+    vxm = learned.resolve_params("voxelmorph", {"iterations": 3})
+    assert vxm["iterations"] == 3 and vxm["nb_features"] == [16, 32, 32, 32]
+    assert vxm["val_pairs"] == 4 and vxm["window"] == [-1000.0, 1000.0]
+    assert learned.resolve_params("lapirn", {})["level_iterations"] == [30000, 30000, 60000]
+    assert "iterations" not in method_defaults("lapirn")  # LapIRN's length is per level
 
 
 def test_no_import_circles_at_module_level():

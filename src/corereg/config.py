@@ -45,6 +45,57 @@ def check(config: dict, files=()) -> None:
         raise CoreregError(f"{where}: {key}: {message}")
 
 
+def method_params_schema(kind: str) -> dict:
+    """The schema of ``methods.<name>.params`` for a method kind (engine: the engine block)."""
+    if kind == "engine":
+        return schema()["properties"]["engine"]
+    kinds = schema()["$defs"]["method_params"]
+    if kind not in kinds:
+        raise CoreregError(f"unknown method kind '{kind}'; known: {', '.join(kinds)}")
+    return kinds[kind]
+
+
+def _defaults(node: dict) -> dict:
+    out = {}
+    for key, sub in (node.get("properties") or {}).items():
+        if "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        elif sub.get("type") == "object" and sub.get("properties"):
+            out[key] = _defaults(sub)
+    return out
+
+
+def method_defaults(kind: str) -> dict:
+    """Every parameter of a method kind that has a default, with it (nested objects too)."""
+    return _defaults(method_params_schema(kind))
+
+
+def check_method_params(kind: str, params: dict, where: str) -> None:
+    """Raise one CoreregError naming the first unknown or invalid parameter of ``params``
+    (all keys optional) as ``<where>.<key>: <problem>``."""
+    from jsonschema import Draft202012Validator
+
+    node = method_params_schema(kind)
+    validator = Draft202012Validator({**node, "$defs": schema()["$defs"]})
+    errors = sorted(validator.iter_errors(params or {}), key=lambda e: list(e.path))
+    if not errors:
+        return
+    e = errors[0]
+    path = ".".join([where, *map(str, e.path)])
+    if e.validator == "additionalProperties":
+        sub = e.schema.get("properties", {})
+        unknown = sorted(set(e.instance) - set(sub))
+        known = f"known: {list(sub)}" if len(sub) <= 12 else "see docs/configuration.md"
+        raise CoreregError(f"{path}: unknown parameters {unknown} of method kind '{kind}'; {known}")
+    raise CoreregError(f"{path}: {e.message}")
+
+
+def method_params(kind: str, params: dict | None, where: str | None = None) -> dict:
+    """A method's parameters checked against its kind's schema, with the defaults filled in."""
+    check_method_params(kind, params or {}, where or f"{kind} params")
+    return deep_merge(method_defaults(kind), params or {})
+
+
 def load(config=None, presets=()) -> dict:
     """``config`` (default ./config.yaml) with ``presets`` merged over it, checked."""
     files = [Path(config or "config.yaml"), *map(Path, presets or [])]

@@ -124,7 +124,29 @@ def render(schema: dict) -> tuple[str, list[str]]:
         desc = _resolve(schema["properties"][top], schema).get("description", "")
         lines += ["", f"## `{top}`", "", desc, "", *TABLE_HEAD]
         lines += [_row(*r) for r in rows if r[0].split(".")[0] == top and r[0] != top]
+    lines += _method_params(schema, missing)
     return "\n".join(lines) + "\n", missing
+
+
+def _method_params(schema: dict, missing: list) -> list[str]:
+    """One table per method kind: the keys of ``methods.<name>.params`` (and its variants)."""
+    kinds = schema.get("$defs", {}).get("method_params", {})
+    if not kinds:
+        return []
+    lines = [
+        "",
+        "## `methods.<name>.params` by kind",
+        "",
+        "A method's `params` and each of its `variants` are checked against its kind's keys "
+        "when Snakemake starts; a key left out takes the default shown.",
+    ]
+    for kind, node in kinds.items():
+        rows: list = []
+        walk(node, schema, "params", rows, missing)
+        lines += ["", f"### kind `{kind}`", "", node.get("description", "")]
+        if rows:
+            lines += ["", *TABLE_HEAD, *(_row(*r) for r in rows)]
+    return lines
 
 
 def schema_path(root: Path) -> Path:

@@ -82,20 +82,12 @@ class Plan:
                     raise CoreregError(
                         f"config: artifacts.{name}: method '{m}' has no variant '{v}'"
                     )
-        engine_keys = set(self.cfg.get("engine", {}))
         for name, m in self.cfg["methods"].items():
-            if m["kind"] != "engine":
-                continue
             for where, over in [
                 ("params", m.get("params") or {}),
                 *((f"variants.{v}", o) for v, o in (m.get("variants") or {}).items()),
             ]:
-                unknown = sorted(set(over) - engine_keys)
-                if unknown:
-                    raise CoreregError(
-                        f"config: methods.{name}.{where} sets {unknown}, which are not engine keys"
-                    )
-                self._check_engine_values(f"methods.{name}.{where}", over)
+                self._check_params(m["kind"], f"methods.{name}.{where}", over)
         for name, m in self.cfg["methods"].items():
             bcv = self._deedsbcv(name)
             if bcv is not None and m.get("enabled", True):
@@ -110,16 +102,12 @@ class Plan:
                 raise CoreregError(f"config: datasets.{key}.source.kind is unknown")
 
     @staticmethod
-    def _check_engine_values(where: str, over: dict) -> None:
-        """A method's or variant's engine overrides obey the same schema as ``engine``."""
-        from jsonschema import Draft202012Validator
+    def _check_params(kind: str, where: str, over: dict) -> None:
+        """A method's params, and each variant's overrides, obey its kind's schema (the
+        engine block's for the engine)."""
+        from corereg.config import check_method_params
 
-        from corereg.config import schema
-
-        engine_schema = schema()["properties"]["engine"]
-        for err in Draft202012Validator(engine_schema).iter_errors(over):
-            key = ".".join(map(str, err.path))
-            raise CoreregError(f"config: {where}.{key}: {err.message}")
+        check_method_params(kind, over, f"config: {where}")
 
     # ------------------------------------------------------------------ methods
     def method(self, name: str) -> dict:

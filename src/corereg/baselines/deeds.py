@@ -61,22 +61,23 @@ IMPLEMENTATIONS = ("tmi2013", "deedsbcv")
 
 class Deeds(Method):
     uses_cuda = False
-    KEYS = ("implementation", "alpha", "levels", "randsamp", "deedsbcv")
+    kind = "deeds"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.check_keys("deeds", self.KEYS)
-        self.implementation = self.params.get("implementation", "tmi2013")
-        if self.implementation not in IMPLEMENTATIONS:
+        if self.params.get("implementation", IMPLEMENTATIONS[0]) not in IMPLEMENTATIONS:
             raise CoreregError(
                 f"deeds: params.implementation must be one of {IMPLEMENTATIONS}, "
-                f"not '{self.implementation}'"
+                f"not '{self.params['implementation']}'"
             )
+        given_bcv = self.params.get("deedsbcv") or {}
+        self.resolve_params()
+        self.implementation = self.params["implementation"]
         self.last_warped: np.ndarray | None = None
         if self.implementation == "deedsbcv":
             from corereg.baselines import deedsbcv
 
-            self.runner = deedsbcv.Runner(self.params.get("deedsbcv") or {})
+            self.runner = deedsbcv.Runner(given_bcv)
         else:
             self.ext = extension()
 
@@ -89,9 +90,9 @@ class Deeds(Method):
         warped, (ux, vx, wx), _log = self.ext.deedsReg(
             np.asarray(moving, dtype=np.float32),
             np.asarray(fixed, dtype=np.float32),
-            alpha=float(p.get("alpha", 2.0)),
-            randsamp=int(p.get("randsamp", 50)),
-            levels=int(p.get("levels", 5)),
+            alpha=float(p["alpha"]),
+            randsamp=int(p["randsamp"]),
+            levels=int(p["levels"]),
         )
         self.last_warped = warped
         return to_l2r(ux, vx, wx)

@@ -47,15 +47,6 @@ from corereg.io import atomic_dir
 SOURCES = {"deedsBCV": "src/deedsBCV0.cpp", "linearBCV": "src/linearBCV.cpp"}
 BUILD_RECORD = "build.json"
 NOT_RUN = "not_run.json"
-# deedsBCV's own defaults (its usage text); the config may override each.
-DEFAULTS = {
-    "alpha": 1.6,
-    "grid": [8, 7, 6, 5, 4],
-    "search": [8, 7, 6, 5, 4],
-    "quant": [5, 4, 3, 2, 1],
-    "linear": True,
-}
-KEYS = ("source", "bin_dir", "alpha", "grid", "search", "quant", "linear", "extra")
 
 
 # ----------------------------------------------------------------------------- build
@@ -261,10 +252,12 @@ class Runner:
     """One deedsBCV call (optionally after linearBCV) on arrays; keeps the tool's outputs."""
 
     def __init__(self, params: dict):
-        from corereg.registration.methods import check_keys
+        """``params``: methods.<deeds>.params.deedsbcv (checked; deedsBCV's own defaults
+        from the configuration schema for every key left out or null)."""
+        from corereg.config import method_params
 
-        check_keys("deeds (params.deedsbcv)", params, KEYS)
-        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+        given = {k: v for k, v in params.items() if v is not None}
+        self.params = method_params("deeds", {"deedsbcv": given}, "deeds params")["deedsbcv"]
         self.levels = {k: _levels(self.params[k], k) for k in ("grid", "search", "quant")}
         if len({len(v) for v in self.levels.values()}) != 1:
             raise CoreregError(
@@ -299,7 +292,7 @@ class Runner:
                     nib.Nifti1Image(np.asarray(arr, dtype=np.float32), affine), t / f"{name}.nii.gz"
                 )
             matrix = None
-            extra = [str(a) for a in p.get("extra", [])]
+            extra = [str(a) for a in p["extra"]]
             args = ["-F", str(t / "fixed.nii.gz"), "-M", str(t / "moving.nii.gz")]
             if p["linear"]:
                 self._run("linearBCV", [*args, "-O", str(t / "affine")], threads)

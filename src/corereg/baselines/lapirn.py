@@ -18,8 +18,6 @@ axis k, warp = pull at x + u(x): the Learn2Reg convention at full resolution.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,24 +81,8 @@ def upsample_field(disp: torch.Tensor) -> torch.Tensor:
 
 
 class LapIRN(nn.Module):
-    KEYS: ClassVar[tuple] = (
-        "channels",
-        "n_res",
-        "level_iterations",
-        "freeze_iters",
-        "ncc_window",
-        "lambda_smooth",
-    )
-    # Level schedule and freezing of the LapIRN code's defaults (30k/30k/60k, 2k frozen);
-    # 7 start channels; NCC windows per level; lambda in voxel units.  The CoRe paper gives none.
-    DEFAULTS: ClassVar[dict] = {
-        "channels": 7,
-        "n_res": 5,
-        "level_iterations": [30000, 30000, 60000],
-        "freeze_iters": 2000,
-        "ncc_window": [3, 5, 7],
-        "lambda_smooth": 1.0,
-    }
+    """``params``: methods.<name>.params of kind lapirn, defaults filled in (the
+    configuration schema holds them and where they come from)."""
 
     def __init__(self, params: dict):
         super().__init__()

@@ -33,29 +33,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from corereg.config import check_method_params, method_params
 from corereg.data.manifest import Manifest
 from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.io import atomic_path, write_csv, write_json
 from corereg.measure import PhaseClock, costs_record
 from corereg.registration.fields import warp
-from corereg.registration.methods import Method, check_keys
+from corereg.registration.methods import Method
 from corereg.training.selftrain import dice_mean, train_val_pairs
 
 CKPT = "checkpoint.pt"
 MODELS = {
     "voxelmorph": "corereg.baselines.voxelmorph:VoxelMorphNet",
     "lapirn": "corereg.baselines.lapirn:LapIRN",
-}
-# Shared training keys; each model adds its own (``KEYS`` of the model class).
-TRAIN_KEYS = ("iterations", "lr", "batch_size", "window", "val_every", "val_pairs", "ckpt_every")
-TRAIN_DEFAULTS = {
-    "lr": 1.0e-4,
-    "batch_size": 1,
-    "window": [-1000.0, 1000.0],
-    "val_every": 200,
-    "val_pairs": 4,
-    "ckpt_every": 500,
 }
 
 
@@ -67,10 +58,10 @@ def model_class(kind: str):
 
 
 def resolve_params(kind: str, params: dict) -> dict:
-    """Defaults of the model and the trainer, overridden by ``params``; unknown keys refused."""
-    cls = model_class(kind)
-    check_keys(kind, params or {}, (*TRAIN_KEYS, *cls.KEYS))
-    return {**TRAIN_DEFAULTS, **cls.DEFAULTS, **(params or {})}
+    """The model's and the trainer's parameters: ``params`` checked against the kind's schema,
+    the schema's defaults for the rest."""
+    model_class(kind)
+    return method_params(kind, params, f"{kind} params")
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -318,6 +309,7 @@ class LearnedMethod(Method):
 
     def __init__(self, params, device, checkpoint=None, seed=0):
         super().__init__(params, device, checkpoint, seed)
+        check_method_params(self.kind, self.params, f"{self.kind} params")
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if ckpt.get("not_run"):  # training could not run (its tool is absent): report that
             raise ToolMissing(self.kind, ckpt["not_run"])

@@ -63,40 +63,31 @@ def world_to_voxel_disp(disp_mm: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 class NiftyReg(Method):
     uses_cuda = False
-    KEYS = (
-        "levels",
-        "similarity",
-        "conjugate_gradient",
-        "max_iterations",
-        "bending_energy",
-        "spacing_mm",
-        "bin_dir",
-        "extra",
-    )
+    kind = "niftyreg"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.check_keys("niftyreg", self.KEYS)
+        self.resolve_params()
         self.last_cpp: Path | None = None
 
     def f3d_args(self) -> list[str]:
         p = self.params
-        args = ["-ln", str(int(p.get("levels", 4)))]
-        if p.get("similarity", "nmi") == "nmi":
+        args = ["-ln", str(int(p["levels"]))]
+        if p["similarity"] == "nmi":
             args.append("--nmi")
         elif p["similarity"] == "ssd":
             args.append("--ssd")
         else:
             raise CoreregError(f"niftyreg: similarity must be nmi or ssd, not '{p['similarity']}'")
-        if not p.get("conjugate_gradient", False):
+        if not p["conjugate_gradient"]:
             args.append("-noConj")
-        if p.get("max_iterations"):
+        if p["max_iterations"]:
             args += ["-maxit", str(int(p["max_iterations"]))]
-        if p.get("bending_energy") is not None:
+        if p["bending_energy"] is not None:
             args += ["-be", str(float(p["bending_energy"]))]
-        if p.get("spacing_mm") is not None:
+        if p["spacing_mm"] is not None:
             args += ["-sx", str(-float(p["spacing_mm"]))]  # negative: in mm, as reg_f3d reads it
-        return args + [str(a) for a in p.get("extra", [])]
+        return args + [str(a) for a in p["extra"]]
 
     def register(
         self, fixed: np.ndarray, moving: np.ndarray, workdir: Path | None = None

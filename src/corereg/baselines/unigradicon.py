@@ -102,21 +102,13 @@ def random_weights(path, input_shape, scale: float = 0.02, seed: int = 0) -> Pat
 
 
 class UniGradICON(Method):
-    KEYS = (
-        "io_iterations",
-        "io_lr",
-        "ct_window",
-        "input_shape",
-        "weights",
-        "weights_url",
-        "weights_md5",
-    )
+    kind = "unigradicon"
 
     def __init__(self, params, device, checkpoint=None, seed=0):
         super().__init__(params, device, checkpoint, seed)
-        self.check_keys("unigradicon", self.KEYS)
+        self.resolve_params()
         unigradicon, icon, _ = packages()
-        weights = self.params.get("weights")
+        weights = self.params["weights"]
         if not weights:
             raise CoreregError(
                 "unigradicon: params.weights (the released Step_2_final.trch) is not set"
@@ -128,7 +120,7 @@ class UniGradICON(Method):
         reason = not_run.reason_of_record(weights)
         if reason:
             raise ToolMissing("unigradicon", reason)
-        shape = [int(n) for n in self.params.get("input_shape", [175, 175, 175])]
+        shape = [int(n) for n in self.params["input_shape"]]
         import icon_registration.config
 
         icon_registration.config.device = device  # the package reads its device from here
@@ -150,17 +142,17 @@ class UniGradICON(Method):
         from icon_registration import itk_wrapper
 
         spacing = UNIT
-        window = tuple(float(v) for v in self.params.get("ct_window", [-1000, 1000]))
+        window = tuple(float(v) for v in self.params["ct_window"])
         img_f, img_m = to_itk(fixed, spacing), to_itk(moving, spacing)
         pre_f = unigradicon.preprocess(img_f, "ct", ct_window=window)
         pre_m = unigradicon.preprocess(img_m, "ct", ct_window=window)
-        steps = int(self.params.get("io_iterations", 50)) or None  # 0: the network alone
+        steps = int(self.params["io_iterations"]) or None  # 0: the network alone
         phi_ab, _ = itk_wrapper.register_pair(
             self.net,
             pre_m,
             pre_f,
             finetune_steps=steps,
-            learning_rate=float(self.params.get("io_lr", 2e-5)),
+            learning_rate=float(self.params["io_lr"]),
         )
         self.transform = phi_ab
         return dense_field(phi_ab, img_f)

@@ -15,8 +15,6 @@ axis is moved last (tested against the package's own warp of labels).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 
 from corereg.baselines.learned import diffusion
@@ -37,16 +35,8 @@ def package():
 
 
 class VoxelMorphNet(torch.nn.Module):
-    KEYS: ClassVar[tuple] = ("nb_features", "integration_steps", "ncc_window", "lambda_grad")
-    # Encoder widths of the VoxelMorph paper (16, 32, 32, 32); 7 integration steps (its
-    # train script's default); NCC window 9; lambda 1 with NCC.  The CoRe paper gives none.
-    DEFAULTS: ClassVar[dict] = {
-        "nb_features": [16, 32, 32, 32],
-        "integration_steps": 7,
-        "ncc_window": 9,
-        "lambda_grad": 1.0,
-        "iterations": 20000,
-    }
+    """``params``: methods.<name>.params of kind voxelmorph, defaults filled in (the
+    configuration schema holds them and where they come from)."""
 
     def __init__(self, params: dict):
         super().__init__()

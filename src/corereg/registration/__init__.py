@@ -34,9 +34,7 @@ def make_method(
         raise CoreregError(f"method kind '{kind}' needs --checkpoint (a trained model)")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise InputError(checkpoint, "checkpoint file does not exist")
-    method = cls(params=params, device=device, checkpoint=checkpoint, seed=seed)
-    method.kind = kind
-    return method
+    return cls(params=params, device=device, checkpoint=checkpoint, seed=seed)
 
 
 def timed_register(

@@ -26,6 +26,7 @@ class Engine(Method):
     ``reg_fac_start``, ``reg_fac_step``, ``reg_fac_max_rounds``."""
 
     needs_checkpoint = True
+    kind = "engine"
 
     def __init__(self, params, device, checkpoint=None, seed=0):
         super().__init__(params, device, checkpoint, seed)

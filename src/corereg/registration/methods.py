@@ -8,23 +8,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from corereg.config import method_params
 from corereg.device import warm_up
-
-
-def check_keys(name: str, params: dict, known) -> None:
-    """Refuse parameters a method does not know (a misspelt key would be silently ignored)."""
-    from corereg.errors import CoreregError
-
-    unknown = set(params) - set(known)
-    if unknown:
-        raise CoreregError(f"{name}: unknown parameters {sorted(unknown)}; known: {list(known)}")
 
 
 class Method:
     """One registration method: ``register(fixed, moving) -> (H, W, D, 3)`` voxel field."""
 
     needs_checkpoint: ClassVar[bool] = False
-    kind: str = "method"  # the registry kind (set by make_method)
+    kind: ClassVar[str] = "method"  # the registry kind (registry.KINDS maps it to the class)
     # External CPU tools (NiftyReg, DEEDs) get no untimed CUDA warm-up pair.
     uses_cuda: ClassVar[bool] = True
 
@@ -42,8 +34,10 @@ class Method:
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def check_keys(self, name: str, known) -> None:
-        check_keys(name, self.params, known)
+    def resolve_params(self) -> None:
+        """Check ``params`` against the method kind's schema (unknown keys, types, ranges:
+        one clear error) and fill in the kind's defaults; adapters call it first."""
+        self.params = method_params(self.kind, self.params, f"{self.kind} params")
 
     def register_set(self, pairs, load, save, warmup: bool = True) -> list[dict]:
         """Register ``pairs`` (dicts with fixed, moving); ``load(pair)`` gives the two HU
@@ -67,6 +61,12 @@ class Method:
 class Initial(Method):
     """No registration: the zero field (the 'Initial' row of every table)."""
 
+    kind = "initial"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resolve_params()
+
     def register(self, fixed, moving):
         return np.zeros((*fixed.shape, 3), dtype=np.float32)
 
@@ -80,24 +80,15 @@ class ConvexAdam(Method):
     single precision on the CPU (the package's own rule).
     """
 
-    KEYS = (
-        "mind_r",
-        "mind_d",
-        "lambda_weight",
-        "grid_sp",
-        "disp_hw",
-        "selected_niter",
-        "selected_smooth",
-        "grid_sp_adam",
-        "ic",
-    )
+    kind = "convexadam"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resolve_params()
 
     def register(self, fixed, moving):
         from convexAdam.convex_adam_MIND import convex_adam_pt
 
-        unknown = set(self.params) - set(self.KEYS)
-        if unknown:
-            raise ValueError(f"convexadam: unknown parameters {sorted(unknown)}")
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         disp = convex_adam_pt(
             torch.from_numpy(np.ascontiguousarray(fixed)),
