@@ -22,6 +22,30 @@ def run_snakemake(*args, timeout=900, check=True):
     return proc
 
 
+def kill_after_checkpoints(code: str, saves: int, *args) -> subprocess.CompletedProcess:
+    """Run Python ``code`` in a new process that kills itself with SIGKILL right after the
+    ``saves``-th training checkpoint is on disk (as a job that loses its node would)."""
+    prelude = (
+        "import os, signal\n"
+        "from corereg.training import checkpoint as _ckpt\n"
+        "_save, _count = _ckpt.Checkpoint.save, [0]\n"
+        "def _save_then_die(self, *a, **k):\n"
+        "    _save(self, *a, **k)\n"
+        "    _count[0] += 1\n"
+        f"    if _count[0] == {int(saves)}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "_ckpt.Checkpoint.save = _save_then_die\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
 def run_cli(*args, env=None):
     """``python -m corereg ARGS`` from the repository root; ``env`` entries are added (a
     PYTHONPATH in it goes before the checkout's src/, e.g. for a shim package)."""

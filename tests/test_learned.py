@@ -1,9 +1,7 @@
 """VoxelMorph and LapIRN: field convention, training, Dice gain, checkpoints and resume."""
 
 import json
-import os
-import subprocess
-import sys
+import signal
 
 import numpy as np
 import pandas as pd
@@ -11,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import ROOT
+from conftest import kill_after_checkpoints
 from corereg.baselines import learned
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_deformed
@@ -173,15 +171,10 @@ def test_resume_after_a_killed_job_gives_identical_weights(sets, trained, tmp_pa
         "from corereg.baselines.learned import train; "
         f"train(load_manifest({str(data.root)!r}), json.loads(sys.argv[1]), torch.device('cpu'), {str(out)!r})"
     )
-    env = {**os.environ, "CORE_TEST_STOP_AFTER_ITER": "20", "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec(kind))],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode != 0 and "stopped after iteration 20" in proc.stderr + proc.stdout
+    proc = kill_after_checkpoints(code, 1, json.dumps(spec(kind)))  # after iteration 20
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (out / "checkpoint.pt").is_file() and not (out / "final.pt").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["iteration"] == 20
     resumed = learned.train(data, spec(kind), CPU, out, log=lambda *_: None)
     assert not (out / "checkpoint.pt").exists()
     ref = torch.load(trained[kind], weights_only=False)["model"]
@@ -191,10 +184,7 @@ def test_resume_after_a_killed_job_gives_identical_weights(sets, trained, tmp_pa
         pd.read_csv(trained[kind].parent / "train_log.csv")
     )
     # another setting must not silently continue this checkpoint
-    env["CORE_TEST_STOP_AFTER_ITER"] = "20"
-    subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec(kind))], env=env, capture_output=True
-    )
+    kill_after_checkpoints(code, 1, json.dumps(spec(kind)))
     with pytest.raises(CoreregError, match="other parameters or seed"):
         learned.train(data, spec(kind, lr=1e-2), CPU, out, log=lambda *_: None)
 

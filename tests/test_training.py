@@ -1,16 +1,14 @@
 """Cyclical self-training: loss, weights, schedule, determinism and resume."""
 
 import math
-import os
-import subprocess
-import sys
+import signal
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, kill_after_checkpoints
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.errors import InputError
@@ -109,12 +107,10 @@ def test_resume_after_a_killed_job_gives_identical_weights(data, tmp_path):
     )
     import json
 
-    env = {**os.environ, "CORE_TEST_STOP_AFTER_STAGE": "1", "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec())], env=env, capture_output=True, text=True
-    )
-    assert proc.returncode != 0 and "stopped after stage 1" in proc.stderr + proc.stdout
+    proc = kill_after_checkpoints(code, 1, json.dumps(spec()))  # killed after stage 1
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (out / "checkpoint.pt").is_file() and not (out / "final.pt").exists()
+    assert (out / "stage1.pt").is_file()  # side files are on disk before the checkpoint
     resumed = train(data, spec(), torch.device("cpu"), out, log=lambda *_: None)
     assert not (out / "checkpoint.pt").exists()
     wr, wk = weights(ref), weights(resumed)
@@ -125,10 +121,21 @@ def test_resume_after_a_killed_job_gives_identical_weights(data, tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(data, tmp_path, monkeypatch):
-    monkeypatch.setenv("CORE_TEST_STOP_AFTER_STAGE", "1")
-    with pytest.raises(SystemExit):
+    from corereg.training.checkpoint import Checkpoint
+
+    class Stopped(Exception):
+        pass
+
+    save = Checkpoint.save
+
+    def save_then_stop(self, *a, **k):
+        save(self, *a, **k)
+        raise Stopped
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_stop)
+    with pytest.raises(Stopped):
         train(data, spec(stages=2), torch.device("cpu"), tmp_path / "x", log=lambda *_: None)
-    monkeypatch.delenv("CORE_TEST_STOP_AFTER_STAGE")
+    monkeypatch.setattr(Checkpoint, "save", save)
     from corereg.errors import CoreregError
 
     with pytest.raises(CoreregError, match="other parameters or seed"):

@@ -21,14 +21,12 @@ import numpy as np
 from scipy import ndimage
 from surface_distance import compute_robust_hausdorff, compute_surface_distances
 
+from corereg.voxels import identity_grid
+
 EPS_J = 1e-9
 
 
 # ----------------------------------------------------------------------------- warping
-def identity_grid(shape) -> np.ndarray:
-    return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
-
-
 def warp_labels(moving: np.ndarray, disp: np.ndarray) -> np.ndarray:
     """Warp a moving label map onto the fixed grid (nearest neighbour, zero outside)."""
     if disp.shape[:3] != moving.shape:

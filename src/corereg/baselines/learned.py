@@ -24,7 +24,6 @@ optionally ``set_iteration(i)`` (LapIRN's progressive levels).
 from __future__ import annotations
 
 import importlib
-import os
 import time
 from pathlib import Path
 
@@ -34,16 +33,16 @@ import torch
 import torch.nn.functional as F
 
 from corereg.config import check_method_params, method_params
-from corereg.data.manifest import Manifest
+from corereg.data.manifest import Manifest, train_val_pairs
 from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.io import atomic_path, write_csv, write_json
 from corereg.measure import PhaseClock, costs_record
 from corereg.registration.fields import warp
 from corereg.registration.methods import Method
-from corereg.training.selftrain import dice_mean, train_val_pairs
+from corereg.training.checkpoint import Checkpoint
+from corereg.voxels import dice_mean
 
-CKPT = "checkpoint.pt"
 MODELS = {
     "voxelmorph": "corereg.baselines.voxelmorph:VoxelMorphNet",
     "lapirn": "corereg.baselines.lapirn:LapIRN",
@@ -147,6 +146,7 @@ class Trainer:
             device,
         )
         self.out, self.log = Path(out_dir), log
+        self.checkpoint = Checkpoint(self.out, {"params": self.p, "seed": self.seed, "kind": kind})
         self.cls = model_class(kind)
         seed_everything(self.seed)
         self.net = self.cls(self.p).to(device)
@@ -172,31 +172,19 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "gen": self.gen.get_state(),
             "rows": self.rows,
-            "params": self.p,
-            "seed": self.seed,
-            "kind": self.kind,
             "torch_rng": torch.get_rng_state(),
         }
 
     def _resume(self) -> None:
-        path = self.out / CKPT
-        if not path.is_file():
+        st = self.checkpoint.load()
+        if st is None:
             return
-        st = torch.load(path, map_location="cpu", weights_only=False)
-        if st.get("params") != self.p or st.get("seed") != self.seed or st.get("kind") != self.kind:
-            raise CoreregError(
-                f"{path}: checkpoint was written with other parameters or seed; delete it to restart"
-            )
         self.net.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
         self.rows, self.start = st["rows"], st["iteration"]
-        self.log(f"[train] resumed from {path} at iteration {self.start}")
-
-    def _save(self, iteration: int) -> None:
-        with atomic_path(self.out / CKPT, suffix=".pt") as tmp:
-            torch.save(self._state(iteration), tmp)
+        self.log(f"[train] resumed from {self.checkpoint.path} at iteration {self.start}")
 
     def _batch(self):
         idx = torch.randint(
@@ -253,9 +241,7 @@ class Trainer:
                     f"val Dice {row['val_dice']:.3f} {time.perf_counter() - t0:.0f} s"
                 )
             if (i + 1) % ckpt_every == 0 and not last:
-                self._save(i + 1)
-                if os.environ.get("CORE_TEST_STOP_AFTER_ITER") == str(i + 1):
-                    raise SystemExit(f"[train] stopped after iteration {i + 1} (test hook)")
+                self.checkpoint.save(self._state(i + 1))
         return self._finish()
 
     def _finish(self) -> Path:
@@ -282,7 +268,7 @@ class Trainer:
                 resumed_at=self.start,
             ),
         )
-        (self.out / CKPT).unlink(missing_ok=True)
+        self.checkpoint.remove()
         return final
 
 

@@ -162,6 +162,16 @@ class Manifest:
         return data
 
 
+def train_val_pairs(manifest: Manifest, n_val: int = 4):
+    """(fixed, moving) training pairs and validation pairs (the manifest's 'val' split, else
+    the first ``n_val`` training pairs)."""
+    train = [(p["fixed"], p["moving"]) for p in manifest.pairs("train")]
+    if not train:
+        raise InputError(manifest.path, "the training set is empty (no 'train' pairs)")
+    val = [(p["fixed"], p["moving"]) for p in manifest.pairs("val")] or train[: max(1, n_val)]
+    return train, val
+
+
 def load_manifest(path) -> Manifest:
     path = Path(path)
     if path.is_dir():

@@ -463,7 +463,7 @@ def generate_deformed(
 ) -> Path:
     """One abdominal phantom under random smooth deformations (every pair differs by a smooth,
     recoverable field): the set on which the learned baselines' generalisation is checked."""
-    from corereg.evaluation import identity_grid
+    from corereg.voxels import identity_grid
 
     rng = np.random.default_rng(seed)
     hu, lab = render_abdomen(shape, spacing, rng, 12.0)

@@ -12,7 +12,6 @@ CPU with a fixed seed, ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,23 +20,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from corereg.data.manifest import Manifest
+from corereg.data.manifest import Manifest, train_val_pairs
 from corereg.device import amp_active, seed_everything
-from corereg.errors import CoreregError, InputError, NotImplementedYet
+from corereg.errors import CoreregError, NotImplementedYet
 from corereg.io import atomic_path, write_csv, write_json
 from corereg.measure import PhaseClock, costs_record
 from corereg.registration import network
 from corereg.registration.fields import warp
 from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
 from corereg.training.augment import augment_pair
+from corereg.training.checkpoint import Checkpoint
 from corereg.training.contrastive import (
     check_params,
     cl_weight,
     contrastive_loss,
     contrastive_loss_listing1,
 )
-
-CKPT = "checkpoint.pt"
+from corereg.voxels import dice_mean
 
 
 # ----------------------------------------------------------------------------- data
@@ -49,16 +48,6 @@ class TrainData:
     val_pairs: list[tuple[str, str]]
     eval_labels: list[int]
     shape: tuple[int, int, int] = field(default=(0, 0, 0))
-
-
-def train_val_pairs(manifest: Manifest, n_val: int = 4):
-    """(fixed, moving) training pairs and validation pairs (the manifest's 'val' split, else
-    the first ``n_val`` training pairs)."""
-    train = [(p["fixed"], p["moving"]) for p in manifest.pairs("train")]
-    if not train:
-        raise InputError(manifest.path, "the training set is empty (no 'train' pairs)")
-    val = [(p["fixed"], p["moving"]) for p in manifest.pairs("val")] or train[: max(1, n_val)]
-    return train, val
 
 
 def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData:
@@ -110,15 +99,6 @@ def registration_loss(pred, target, full_shape, kind: str = "epe", crop: int = 8
     raise ValueError(f"reg_loss must be 'epe' or 'mse', not '{kind}'")
 
 
-def dice_mean(fixed_lab, warped_lab, labels) -> float:
-    vals = []
-    for lab in labels:
-        a, b = fixed_lab == lab, warped_lab == lab
-        if a.any():
-            vals.append(float(2 * (a & b).sum() / (a.sum() + b.sum())))
-    return float(np.mean(vals)) if vals else float("nan")
-
-
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(
@@ -136,6 +116,7 @@ class Trainer:
             raise NotImplementedYet("the EMA teacher option (engine.ema)")
         self.d, self.p, self.seed, self.device = data, params, seed, device
         self.out, self.clamp, self.log = Path(out_dir), clamp_eval, log
+        self.checkpoint = Checkpoint(self.out, {"params": params, "seed": seed})
         self.clamp_train = clamp_train
         self.stages, self.ips = int(params["stages"]), int(params["iters_per_stage"])
         mode = params.get("contrastive_mode", "joint")
@@ -242,27 +223,16 @@ class Trainer:
             "labels": self.labels,
             "weights": self.weights,
             "rows": self.rows,
-            "params": self.p,
-            "seed": self.seed,
         }
 
     def _save(self, iteration: int) -> None:
-        with atomic_path(self.out / CKPT, suffix=".pt") as tmp:
-            torch.save(self._state(iteration), tmp)
-        with atomic_path(self.out / f"stage{self.stage}.pt", suffix=".pt") as tmp:
-            torch.save(
-                {"model": self.net.state_dict(), "arch": self.net.arch, "stage": self.stage}, tmp
-            )
+        stage_weights = {"model": self.net.state_dict(), "arch": self.net.arch, "stage": self.stage}
+        self.checkpoint.save(self._state(iteration), {f"stage{self.stage}.pt": stage_weights})
 
     def _resume(self) -> bool:
-        path = self.out / CKPT
-        if not path.is_file():
+        st = self.checkpoint.load()
+        if st is None:
             return False
-        st = torch.load(path, map_location="cpu", weights_only=False)
-        if st.get("params") != self.p or st.get("seed") != self.seed:
-            raise CoreregError(
-                f"{path}: checkpoint was written with other parameters or seed; delete it to restart"
-            )
         self.net = network.FeatureNet(
             **{k: st["arch"][k] for k in ("channels", "strides", "proj")}
         ).to(self.device)
@@ -279,7 +249,10 @@ class Trainer:
             self.gens[k].set_state(s)
         self.labels, self.weights, self.rows = st["labels"], st["weights"], st["rows"]
         self.start, self.stage = st["iteration"], st["stage"]
-        self.log(f"[train] resumed from {path} at iteration {self.start} (stage {self.stage})")
+        self.log(
+            f"[train] resumed from {self.checkpoint.path} at iteration {self.start} "
+            f"(stage {self.stage})"
+        )
         return True
 
     # -- pseudo-labels and validation -------------------------------------------
@@ -485,8 +458,6 @@ class Trainer:
                 if i < self.total - 1:  # refinement after the last stage would be unused
                     self._update_labels(self.net, self.stage)
                 self._save(i + 1)
-                if os.environ.get("CORE_TEST_STOP_AFTER_STAGE") == str(self.stage):
-                    raise SystemExit(f"[train] stopped after stage {self.stage} (test hook)")
         return self._finish()
 
     def _finish(self) -> Path:
@@ -516,9 +487,7 @@ class Trainer:
                 resumed_at=self.start,
             ),
         )
-        (self.out / CKPT).unlink(
-            missing_ok=True
-        )  # the resume state (with all pseudo-labels) is spent
+        self.checkpoint.remove()  # the resume state (with all pseudo-labels) is spent
         return final
 
 

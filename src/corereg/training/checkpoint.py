@@ -1,0 +1,55 @@
+"""The resumable state of a training job, shared by every trainer.
+
+A trainer saves its whole state (weights, optimiser, random generators, log rows,
+...) at its checkpoints; a job that was stopped (a SLURM time limit, a killed
+process) and starts again continues from the last one.  The file carries the
+settings it was written with, and a checkpoint of other settings is refused rather
+than continued.  Files are written atomically, side files first, so a checkpoint
+on disk always has its side files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from corereg.errors import CoreregError
+from corereg.io import atomic_path
+
+CKPT = "checkpoint.pt"
+
+
+class Checkpoint:
+    """``folder``/checkpoint.pt of one training; ``identity``: the settings (parameters,
+    seed, kind) a resumed state must have been written with."""
+
+    def __init__(self, folder, identity: dict):
+        self.path = Path(folder) / CKPT
+        self.identity = dict(identity)
+
+    def save(self, state: dict, side_files: dict[str, dict] | None = None) -> None:
+        """Write ``state`` (with the identity); ``side_files``: other files of the same
+        moment (name -> object), written before the checkpoint itself."""
+        for name, obj in (side_files or {}).items():
+            with atomic_path(self.path.parent / name, suffix=".pt") as tmp:
+                torch.save(obj, tmp)
+        with atomic_path(self.path, suffix=".pt") as tmp:
+            torch.save({**state, **self.identity}, tmp)
+
+    def load(self) -> dict | None:
+        """The saved state, or None without a checkpoint; an error if it was written with
+        other settings."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if any(state.get(k) != v for k, v in self.identity.items()):
+            raise CoreregError(
+                f"{self.path}: checkpoint was written with other parameters or seed; "
+                "delete it to restart"
+            )
+        return state
+
+    def remove(self) -> None:
+        """The training finished: its resume state is spent."""
+        self.path.unlink(missing_ok=True)
