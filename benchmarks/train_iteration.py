@@ -13,10 +13,10 @@ import time
 import torch
 import yaml
 
+from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.device import describe, resolve_device, synchronize
-from corereg.plan import deep_merge
 from corereg.registration import network
 from corereg.training.selftrain import Trainer, load_data
 

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_snakemake
+from corereg.config import deep_merge
 from corereg.errors import CoreregError
-from corereg.plan import Plan, Run, deep_merge
+from corereg.workflow.jobs import Plan, Run
 
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import ROOT
+from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.errors import CoreregError, NotImplementedYet
-from corereg.plan import deep_merge
 from corereg.registration.network import FeatureNet
 from corereg.training.augment import affine_grid, augment_image, draw_affines
 from corereg.training.contrastive import (

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli, run_snakemake
-from corereg import config, costs
+from corereg import config
 from corereg.measure import PhaseClock
-from corereg.plan import Plan, Run
+from corereg.workflow import costs
+from corereg.workflow.jobs import Plan, Run
 
 TINY = ROOT / "workflow/presets/tiny.yaml"
 

@@ -18,8 +18,8 @@ from corereg.baselines import deedsbcv
 from corereg.data.synthetic import render_abdomen
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.evaluation import warp_labels
-from corereg.plan import Plan
 from corereg.registration import make_method
+from corereg.workflow.jobs import Plan
 
 
 def dice(a, b):
@@ -208,7 +208,7 @@ def test_config_switch_needs_a_source_and_wires_the_build(tmp_path):
     plan = Plan(cfg)
     assert plan.tool_build("deeds") == f"{plan.data_root}/tools/deeds/deedsbcv"
     assert plan.tool_build("niftyreg") is None
-    from corereg.plan import Run
+    from corereg.workflow.jobs import Run
 
     params = plan.register_params(Run("abdomen", "deeds", "default", 0))
     assert params["deedsbcv"]["bin_dir"] == plan.tool_build("deeds")

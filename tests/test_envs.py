@@ -133,7 +133,7 @@ def test_method_envs_hold_the_corereg_stack_and_their_tools():
             for name, version in re.findall(r"([A-Za-z][\w.-]*)==([\w.+-]+)", text):
                 assert extra[name.lower().replace("_", "-")] == version, (script.name, name)
     # the label rule's env follows the configured TotalSegmentator version
-    from corereg.plan import Plan
+    from corereg.workflow.jobs import Plan
 
     plan = Plan(config)
     assert plan.label_env("radchest") == "envs/totalseg_v1.yaml"

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from conftest import ROOT
+from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
-from corereg.plan import deep_merge
 from corereg.registration import network
 from corereg.registration.engine_method import Engine, search_reg_fac
 from corereg.registration.fields import to_voxels
@@ -266,7 +266,7 @@ def test_bn_quirk_keeps_running_statistics_on_the_first_step_of_a_stage(data, qu
 
 def test_original_settings_row_sets_every_switch():
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    from corereg.plan import Plan
+    from corereg.workflow.jobs import Plan
 
     p = Plan(cfg).method_params("bigalke_original")
     assert (p["optimizer_reset_every"], p["pad_value_aug"], p["test_adam"], p["bn_quirk"]) == (

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from corereg.estimate import jobs_per_rule
-from corereg.plan import Plan
+from corereg.workflow.compute_plan import jobs_per_rule
+from corereg.workflow.jobs import Plan
 
 
 def chromium() -> str | None:

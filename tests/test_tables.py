@@ -226,8 +226,8 @@ def test_every_published_value_reaches_the_rendered_tables():
     import yaml
 
     from conftest import ROOT
-    from corereg.plan import Plan
     from corereg.report.tables import load_pair_metrics
+    from corereg.workflow.jobs import Plan
 
     plan = Plan(yaml.safe_load((ROOT / "config.yaml").read_text()))
     checked = 0

@@ -9,10 +9,10 @@ import torch
 import yaml
 
 from conftest import ROOT, kill_after_checkpoints
+from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.errors import InputError
-from corereg.plan import deep_merge
 from corereg.training.selftrain import cosine_lr, difficulty, rank_weights, registration_loss, train
 
 ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]

@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from corereg import __version__, not_run
+from corereg import __version__
 from corereg.errors import CoreregError, ToolMissing
+from corereg.workflow import not_run
 
 
 def _spec(value: str | None) -> dict:
@@ -73,7 +74,7 @@ def _stage_spec(a) -> dict:
     if a.spec:
         return _spec(a.spec)
     from corereg import config
-    from corereg.plan import Plan
+    from corereg.workflow.jobs import Plan
 
     plan = Plan(config.load(a.config, a.configfile))
     if a.dataset not in plan.cfg["datasets"]:
@@ -330,8 +331,8 @@ def cmd_figure(a) -> None:
 
 def cmd_plan(a) -> None:
     from corereg import config
-    from corereg.estimate import render
-    from corereg.plan import Plan
+    from corereg.workflow.compute_plan import render
+    from corereg.workflow.jobs import Plan
 
     print(render(Plan(config.load(a.config, a.configfile))))
 
@@ -339,8 +340,9 @@ def cmd_plan(a) -> None:
 def cmd_costs(a) -> None:
     import yaml
 
-    from corereg import config, costs
-    from corereg.plan import Plan
+    from corereg import config
+    from corereg.workflow import costs
+    from corereg.workflow.jobs import Plan
 
     plan = Plan(config.load(a.config, a.configfile))
     if a.action == "update":

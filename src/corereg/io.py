@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from corereg.errors import InputError
 
@@ -255,3 +256,16 @@ def write_csv(path, frame) -> None:
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def benchmark_seconds(rule_dir: Path, strict: bool = True) -> list[float]:
+    """Wall seconds of every job of a rule from Snakemake's benchmark files under ``rule_dir``.
+    A file that is not a benchmark file raises (``strict``) or is skipped."""
+    out = []
+    for tsv in sorted(Path(rule_dir).rglob("*.tsv")):
+        try:
+            out.append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1]))
+        except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
+            if strict:
+                raise InputError(tsv, f"not a Snakemake benchmark file ({exc})") from exc
+    return out

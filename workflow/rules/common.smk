@@ -16,7 +16,7 @@ os.environ[_PYTHONPATH] = os.pathsep.join(
 
 from corereg import config as corereg_config  # noqa: E402
 from corereg.errors import CoreregError  # noqa: E402
-from corereg.plan import Plan, Run  # noqa: E402
+from corereg.workflow.jobs import Plan, Run  # noqa: E402
 
 SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 try:  # one line naming the key and the file instead of the whole schema

@@ -22,8 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from corereg.errors import InputError
-from corereg.estimate import benchmark_seconds
-from corereg.io import atomic_path
+from corereg.io import atomic_path, benchmark_seconds
 
 PACKAGES = (
     "corereg",

@@ -509,22 +509,22 @@ class Plan:
 
     def cost_model(self) -> dict:
         if self._costs is None:
-            from corereg import costs
+            from corereg.workflow import costs
 
             self._costs = costs.load(self.cfg.get("costs_file"))
         return self._costs
 
     def estimate(self, rule: str, run: Run):
-        """Predicted seconds and peak memory of one job (:func:`corereg.costs.predict`)."""
-        from corereg import costs
+        """Predicted seconds and peak memory of one job (:func:`corereg.workflow.costs.predict`)."""
+        from corereg.workflow import costs
 
         return costs.predict(self, rule, run, self.cost_model(), self.job_device(rule, run))
 
     def job_resources(self, rule: str, run: Run) -> dict:
         """Resources of one job: the declared ones; with ``from_costs`` the runtime and
-        mem_mb computed from the measured costs (:func:`corereg.costs.request`) where the
+        mem_mb computed from the measured costs (:func:`corereg.workflow.costs.request`) where the
         job's steps were measured, the declared numbers where not."""
-        from corereg import costs
+        from corereg.workflow import costs
 
         r = {k: v for k, v in self.resources(rule).items() if k != "from_costs"}
         if not self.resources(rule).get("from_costs") or run is None:

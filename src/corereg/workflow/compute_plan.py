@@ -1,8 +1,8 @@
 """``corereg plan``: jobs, time, memory and disk of a configuration, before a run.
 
-Job counts follow the workflow's own plan (the same :class:`corereg.plan.Plan` the
+Job counts follow the workflow's own plan (the same :class:`corereg.workflow.jobs.Plan` the
 Snakefile uses).  Time and memory come from the measured cost model
-(:mod:`corereg.costs`, ``workflow/costs.yaml``): each job's units of work (iterations,
+(:mod:`corereg.workflow.costs`, ``workflow/costs.yaml``): each job's units of work (iterations,
 pseudo-label refreshes, test pairs, ...) times their measured cost on the job's device
 kind, with the basis of every figure printed; rules without a measurement (downloads,
 conversion, labelling) show their declared limits only.  Disk is computed from the
@@ -13,12 +13,10 @@ voxel and registered pair, before gzip) and checkpoints.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
-from corereg.errors import InputError
-from corereg.plan import TABLES, Plan, Run
+from corereg.workflow.jobs import TABLES, Plan, Run
 
 CHECKPOINT_MB = 4.0  # FeatureNet: about 0.9 M float32 parameters plus optimiser state
 
@@ -47,19 +45,6 @@ def jobs_of_rules(plan: Plan) -> dict[str, list[Run | None]]:
 
 def jobs_per_rule(plan: Plan) -> dict[str, int]:
     return {rule: len(jobs) for rule, jobs in jobs_of_rules(plan).items()}
-
-
-def benchmark_seconds(rule_dir: Path, strict: bool = True) -> list[float]:
-    """Wall seconds of every job of a rule from Snakemake's benchmark files under ``rule_dir``.
-    A file that is not a benchmark file raises (``strict``) or is skipped."""
-    out = []
-    for tsv in sorted(Path(rule_dir).rglob("*.tsv")):
-        try:
-            out.append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1]))
-        except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
-            if strict:
-                raise InputError(tsv, f"not a Snakemake benchmark file ({exc})") from exc
-    return out
 
 
 def _fmt_h(seconds: float | None) -> str | float:
