@@ -8,9 +8,9 @@ import yaml
 from conftest import ROOT
 
 
-def lock() -> dict[str, str]:
+def lock(name: str = "requirements.lock") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             name, version = line.split("==")
@@ -21,8 +21,25 @@ def lock() -> dict[str, str]:
 def test_lock_pins_the_user_chosen_packages():
     pins = lock()
     assert pins["torch"] == "2.13.0"  # no local +cpu tag: GPU machines get the CUDA build
-    for pkg in ("snakemake", "nibabel", "pandas", "scipy", "matplotlib", "convexadam"):
+    for pkg in ("nibabel", "pandas", "scipy", "matplotlib", "convexadam"):
         assert pkg in pins
+    assert lock("requirements-dev.lock")["snakemake"] == "9.27.1"
+
+
+DEV_TOOLS = ("snakemake", "pytest", "ruff", "black", "snakefmt", "snakemake-interface-common")
+
+
+def test_job_environments_are_lean():
+    """Jobs carry what they import: no workflow engine, test or lint tool in the job lock
+    or in any conda environment; the two locks pin disjoint sets."""
+    jobs, dev = lock(), lock("requirements-dev.lock")
+    assert not set(jobs) & set(dev)
+    for tool in DEV_TOOLS:
+        assert tool in dev and tool not in jobs, tool
+    for path in sorted((ROOT / "envs").glob("*.yaml")):
+        text = path.read_text().lower()
+        for tool in DEV_TOOLS:
+            assert f"- {tool}==" not in text, f"{path.name} carries {tool}"
 
 
 def test_env_files_are_pinned_and_agree_with_the_lock():
@@ -105,7 +122,7 @@ def test_tool_environments_agree_with_pyproject():
 
 
 def test_slurm_plugin_is_installed_by_make():
-    pins = lock()
+    pins = lock("requirements-dev.lock")
     assert pins["snakemake-executor-plugin-slurm"] == "2.8.0"
     assert pins["snakemake-executor-plugin-slurm-jobstep"] == "0.6.1"
 
