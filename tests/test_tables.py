@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from corereg.report.tables import NOT_RUN, build_table, to_latex, to_markdown, write_table
+from corereg.report.tables import (
+    NOT_RUN,
+    build_table,
+    structure_table,
+    to_latex,
+    to_markdown,
+    write_table,
+)
 
 SPEC = {
     "artifact": "tableX",
@@ -294,3 +301,32 @@ def test_example_check_compares_within_the_stated_tolerances(tmp_path):
     (tmp_path / "demo" / "tables" / "table1.md").write_text(_example_md(dice="30.0 ± 3.0"))
     problems = check(tmp_path / "demo", tmp_path / "ex")
     assert len(problems) == 1 and problems[0].startswith("table1: ")
+
+
+def test_structure_table_known_answer(tmp_path):
+    """Per-structure Dice: the mean over pairs where the structure is present, every seed's
+    pairs pooled; change = row - reference in points; absent structures are left out."""
+    rows = []
+    for seed, dices in ((0, (0.5, 0.7)), (1, (0.6, 0.8))):  # core, liver over pairs a and b
+        for pair, d in zip(("a", "b"), dices, strict=True):
+            rows.append(("core", "default", seed, pair, 1, "liver", d, True))
+    for pair, d in (("a", 0.4), ("b", 0.6)):
+        rows.append(("bigalke", "default", 0, pair, 1, "liver", d, True))
+        rows.append(("bigalke", "default", 0, pair, 2, "spleen", 0.0, False))
+    rows.append(("core", "default", 0, "a", 2, "spleen", 0.9, True))
+    cols = ["method", "variant", "seed", "fixed", "label", "structure", "dice", "present"]
+    df = pd.DataFrame(rows, columns=cols).assign(dataset="ds", moving="m", hd95=1.0)
+    df.to_csv(tmp_path / "s.csv", index=False)
+    spec = {
+        "datasets": [{"key": "ds", "display": "DS"}],
+        "rows": [{"method": "bigalke", "label": "B"}, {"method": "core", "label": "C"}],
+        "reference": {"method": "core", "variant": "default"},
+    }
+    t = structure_table(spec, [tmp_path / "s.csv"]).set_index(["row", "structure"])
+    assert t.loc[("C", "liver"), "dice"] == pytest.approx(65.0)
+    assert t.loc[("C", "liver"), "pairs"] == 4 and t.loc[("C", "liver"), "seeds"] == 2
+    assert t.loc[("B", "liver"), "dice"] == pytest.approx(50.0)
+    assert t.loc[("B", "liver"), "change"] == pytest.approx(-15.0)
+    assert t.loc[("C", "liver"), "change"] == pytest.approx(0.0)
+    assert ("B", "spleen") not in t.index  # absent in both images of every pair
+    assert t.loc[("C", "spleen"), "dice"] == pytest.approx(90.0)

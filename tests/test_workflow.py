@@ -136,6 +136,14 @@ def test_tiny_end_to_end(tiny_run):
             assert (res / "figures" / f"{name}.{ext}").stat().st_size > 1000
     t1 = pd.read_csv(res / "tables" / "table1.csv")
     ok = t1[t1.status == "ok"]
+    # Dice per structure for every table: the reference row's change is zero; the mean of a
+    # row's structure values is its Dice over present structures
+    for name in ("table1", "table2", "table3"):
+        st = pd.read_csv(res / "tables" / f"{name}_structures.csv")
+        assert len(st) and st.dice.between(0, 100).all() and (st.pairs >= 1).all()
+    st = pd.read_csv(res / "tables" / "table1_structures.csv")
+    assert (st[st.row == "CoRe"].change.abs() < 1e-9).all()
+    assert st[st.row == "Initial"].change.notna().all()
     assert set(ok.method) == {
         "initial",
         "convexadam",

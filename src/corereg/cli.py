@@ -307,7 +307,9 @@ def _manifests(items) -> dict[str, str]:
 def cmd_table(a) -> None:
     from corereg.report.tables import write_table
 
-    table = write_table(_spec(a.spec), a.metrics, a.out, _manifests(a.manifests))
+    table = write_table(
+        _spec(a.spec), a.metrics, a.out, _manifests(a.manifests), structure_csvs=a.structures
+    )
     print(table[["row", "dataset", "status"]].to_string(index=False))
 
 
@@ -574,6 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec", required=True, help=SPEC_HELP + " (rows, datasets, paper values, reference row)"
     )
     scored_runs(s)
+    s.add_argument(
+        "--structures",
+        nargs="*",
+        default=None,
+        help="structures.csv of the same runs: also write OUT_structures.csv (Dice per structure)",
+    )
     s.add_argument("--out", required=True, help="output prefix, e.g. results/paper/tables/table1")
     s.set_defaults(func=cmd_table)
 

@@ -13,6 +13,7 @@ rule table:
         ),
         md=f"{RESULTS}/tables/{{table}}.md",
         tex=f"{RESULTS}/tables/{{table}}.tex",
+        structures=f"{RESULTS}/tables/{{table}}_structures.csv",
     log:
         f"{RESULTS}/logs/report/{{table}}.log",
     benchmark:
@@ -32,7 +33,7 @@ rule table:
         manifests=lambda w: plan.manifest_args(w.table),
     shell:
         "python -m corereg table --spec {params.spec} --metrics {input.metrics} {params.manifests}"
-        " --out {params.prefix} > {log} 2>&1"
+        " --structures {input.structures} --out {params.prefix} > {log} 2>&1"
 
 
 rule figure:

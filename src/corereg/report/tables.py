@@ -476,11 +476,76 @@ def to_latex(spec: dict, table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_table(spec: dict, pair_csvs, out_prefix, manifests: dict | None = None) -> pd.DataFrame:
+STRUCTURE_COLUMNS = [
+    "dataset",
+    "dataset_label",
+    "row",
+    "structure",
+    "label",
+    "dice",
+    "pairs",
+    "seeds",
+    "reference_dice",
+    "change",
+]
+
+
+def structure_table(spec: dict, structure_csvs) -> pd.DataFrame:
+    """Per structure and row: mean Dice in % over the test pairs where the structure is
+    present in both images (every seed's pairs pooled, so seeds are averaged), and the
+    change to the table's reference row in points."""
+    frames = [pd.read_csv(p, dtype={"fixed": str, "moving": str}) for p in structure_csvs]
+    if not frames:
+        return pd.DataFrame(columns=STRUCTURE_COLUMNS)
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df.present.astype(bool)]
+    ref = spec.get("reference")
+
+    def means(sub, method, variant):
+        s = sub[(sub.method == method) & (sub.variant == variant)]
+        return s.groupby(["label", "structure"]).agg(
+            dice=("dice", "mean"), pairs=("dice", "size"), seeds=("seed", "nunique")
+        )
+
+    out = []
+    for ds in spec["datasets"]:
+        sub = df[df.dataset == ds["key"]]
+        base = means(sub, ref["method"], ref.get("variant", "default")) if ref else None
+        for row in spec["rows"]:
+            m = means(sub, row["method"], row.get("variant", "default"))
+            for (label, structure), r in m.iterrows():
+                ref_dice = (
+                    float(base.loc[(label, structure), "dice"]) * 100
+                    if base is not None and (label, structure) in base.index
+                    else float("nan")
+                )
+                out.append(
+                    {
+                        "dataset": ds["key"],
+                        "dataset_label": ds["display"],
+                        "row": row["label"],
+                        "structure": structure,
+                        "label": int(label),
+                        "dice": float(r.dice) * 100,
+                        "pairs": int(r.pairs),
+                        "seeds": int(r.seeds),
+                        "reference_dice": ref_dice,
+                        "change": float(r.dice) * 100 - ref_dice,
+                    }
+                )
+    return pd.DataFrame(out, columns=STRUCTURE_COLUMNS)
+
+
+def write_table(
+    spec: dict, pair_csvs, out_prefix, manifests: dict | None = None, structure_csvs=None
+) -> pd.DataFrame:
     df = load_pair_metrics(pair_csvs, expected_pairs(manifests or {}))
     table = build_table(spec, df)
     out_prefix = Path(out_prefix)
     write_csv(out_prefix.with_suffix(".csv"), table)
     write_text(out_prefix.with_suffix(".md"), to_markdown(spec, table))
     write_text(out_prefix.with_suffix(".tex"), to_latex(spec, table))
+    if structure_csvs is not None:
+        structures = structure_table(spec, structure_csvs)
+        write_csv(out_prefix.parent / f"{out_prefix.name}_structures.csv", structures)
     return table

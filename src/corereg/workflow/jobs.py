@@ -626,10 +626,13 @@ class Plan:
                 "data": [self.prepared(d) for d in datasets],
             }
         datasets = self.cfg["artifacts"][artifact]["datasets"]
-        return {
+        inputs = {
             "metrics": [self.pair_metrics(r) for r in runs],
             "data": [self.prepared(d) for d in datasets],
         }
+        if artifact in TABLES:
+            inputs["structures"] = [self.structure_metrics(r) for r in runs]
+        return inputs
 
     def manifest_args(self, artifact: str) -> str:
         """``--manifests DATASET=PATH ...`` of an artifact's datasets (their test pairs)."""
