@@ -29,6 +29,9 @@ from corereg.stats_cluster import bootstrap_diff_ci
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested"
 
 
+# The paper's datasets, by the paper_key a configured dataset names.
+PAPER_DATASET_NAMES = {"abdomen": "AbdomenCT", "radchest": "RAD-ChestCT"}
+
 def _key(row: dict) -> tuple[str, str]:
     return row["method"], row.get("variant", "default")
 
@@ -144,7 +147,7 @@ def evaluate(
         if not dss:
             out.append(
                 {
-                    "dataset": paper_key,
+                    "dataset": PAPER_DATASET_NAMES.get(paper_key, paper_key),
                     "verdict": UNTESTABLE,
                     "evidence": "no dataset of this run reproduces it",
                 }
