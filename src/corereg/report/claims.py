@@ -32,6 +32,7 @@ HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "cannot be tested"
 # The paper's datasets, by the paper_key a configured dataset names.
 PAPER_DATASET_NAMES = {"abdomen": "AbdomenCT", "radchest": "RAD-ChestCT"}
 
+
 def _key(row: dict) -> tuple[str, str]:
     return row["method"], row.get("variant", "default")
 
