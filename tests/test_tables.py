@@ -330,3 +330,25 @@ def test_structure_table_known_answer(tmp_path):
     assert t.loc[("C", "liver"), "change"] == pytest.approx(0.0)
     assert ("B", "spleen") not in t.index  # absent in both images of every pair
     assert t.loc[("C", "spleen"), "dice"] == pytest.approx(90.0)
+
+
+def test_the_report_renders_a_table_from_its_data(tmp_path):
+    """The HTML report builds each table from the CSV (not from the Markdown): read back,
+    the CSV gives the very cells and note the Markdown shows, not-run rows included."""
+    from corereg.report.html import layout_to_html
+    from corereg.report.tables import layout, read_table
+
+    init = [0.20, 0.22, 0.25, 0.30]
+    df = pd.concat([metrics("initial", init), metrics("core", [d + 0.3 for d in init])])
+    paths = []
+    for method, sub in df.groupby("method"):
+        paths.append(tmp_path / f"{method}.csv")
+        sub.to_csv(paths[-1], index=False)
+    written = write_table(SPEC, paths, tmp_path / "tableX")
+    back = read_table(tmp_path / "tableX.csv")
+    assert layout(SPEC, back) == layout(SPEC, written)
+    assert to_markdown(SPEC, back) == (tmp_path / "tableX.md").read_text()
+    page = layout_to_html(layout(SPEC, back))
+    assert "<h2>Table X</h2>" in page and page.count("<tr>") == 1 + 3  # head + 3 rows
+    assert "<td>not run</td>" in page and '<td class="num">50.0</td>' in page
+    assert "ref." in page and "Wilcoxon" in page

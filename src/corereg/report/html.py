@@ -23,6 +23,7 @@ import pandas as pd
 
 from corereg.errors import InputError
 from corereg.io import atomic_path, benchmark_seconds
+from corereg.report.tables import layout, read_table
 
 PACKAGES = (
     "corereg",
@@ -98,6 +99,31 @@ def markdown_tables_to_html(md: str) -> str:
         elif line.strip():
             out.append(f'<p class="note">{_inline(line)}</p>')
         i += 1
+    return "\n".join(out)
+
+
+def _cell(text: str, tag: str = "td") -> str:
+    numeric = tag == "td" and re.match(r"^[-+]?[\d.]", text)
+    return (
+        f'<{tag} class="num">{_inline(text)}</{tag}>'
+        if numeric
+        else f"<{tag}>{_inline(text)}</{tag}>"
+    )
+
+
+def layout_to_html(view: dict) -> str:
+    """One paper table from its layout (:func:`corereg.report.tables.layout`): the same
+    cells as its Markdown, built from the table's data."""
+    out = [f"<h2>{_inline(view['title'])}</h2>"]
+    if view["caption"]:
+        out.append(f'<p class="note">{_inline(view["caption"])}</p>')
+    for block in view["blocks"]:
+        out.append(f"<h3>{_inline(block['heading'])}</h3>")
+        head = "".join(_cell(c, "th") for c in block["columns"])
+        out.append(f'<table class="result"><thead><tr>{head}</tr></thead><tbody>')
+        out += ["<tr>" + "".join(_cell(c) for c in cells) + "</tr>" for cells in block["rows"]]
+        out.append("</tbody></table>")
+    out.append(f'<p class="note">{_inline(view["note"])}</p>')
     return "\n".join(out)
 
 
@@ -268,13 +294,15 @@ def build_report(
     sections = []
     for md_path in tables:
         path = Path(md_path)
-        if not path.is_file():
-            raise InputError(path, "table missing")
+        csv = path.with_suffix(".csv")
+        if not csv.is_file():
+            raise InputError(csv, "table data missing (the table step writes it beside the .md)")
         name = path.stem
+        if name not in spec.get("tables", {}):
+            raise InputError(path, f"the report specification has no table '{name}'")
+        view = layout(spec["tables"][name], read_table(csv))
         nav.append(f'<a href="#{name}">{name}</a>')
-        sections.append(
-            f'<section id="{name}">{markdown_tables_to_html(path.read_text())}</section>'
-        )
+        sections.append(f'<section id="{name}">{layout_to_html(view)}</section>')
     for png in figures:
         path = Path(png)
         if not path.is_file():

@@ -309,23 +309,52 @@ def columns(spec: dict) -> list[str]:
     ]
 
 
-def to_markdown(spec: dict, table: pd.DataFrame) -> str:
-    lines = [f"# {spec.get('title', spec['artifact'])}", ""]
-    if spec.get("caption"):
-        lines += [spec["caption"], ""]
+def layout(spec: dict, table: pd.DataFrame) -> dict:
+    """What a rendered table shows, for every format (Markdown, the HTML report): title,
+    caption, one block per dataset (heading, column heads, rows of cells) and the note."""
+    blocks = []
     for ds in spec["datasets"]:
         sub = table[table.dataset == ds["key"]]
         n = sub.loc[sub.status == "ok", "n_pairs"]
         npairs = f", {int(n.max())} test pairs" if len(n) else ""
-        lines += [f"## {ds['display']}{npairs}", ""]
-        heads = columns(spec)
-        lines.append("| Method | " + " | ".join(heads) + " |")
-        lines.append("|---|" + "---|" * len(heads))
-        for _, r in sub.iterrows():
-            lines.append(f"| {r['row']} | " + " | ".join(_cells(r)) + " |")
+        blocks.append(
+            {
+                "heading": f"{ds['display']}{npairs}",
+                "columns": ["Method", *columns(spec)],
+                "rows": [[str(r["row"]), *_cells(r)] for _, r in sub.iterrows()],
+            }
+        )
+    return {
+        "title": spec.get("title", spec["artifact"]),
+        "caption": spec.get("caption", ""),
+        "blocks": blocks,
+        "note": _footnote(spec, table),
+    }
+
+
+def to_markdown(spec: dict, table: pd.DataFrame) -> str:
+    view = layout(spec, table)
+    lines = [f"# {view['title']}", ""]
+    if view["caption"]:
+        lines += [view["caption"], ""]
+    for block in view["blocks"]:
+        lines += [f"## {block['heading']}", ""]
+        lines.append("| " + " | ".join(block["columns"]) + " |")
+        lines.append("|---|" + "---|" * (len(block["columns"]) - 1))
+        lines += ["| " + " | ".join(cells) + " |" for cells in block["rows"]]
         lines.append("")
-    lines += [_footnote(spec, table), ""]
+    lines += [view["note"], ""]
     return "\n".join(lines)
+
+
+def read_table(path) -> pd.DataFrame:
+    """A table's CSV (as ``write_table`` wrote it) back as the frame ``layout`` takes."""
+    text_columns = ("row", "label", "reason", "status", "device", "dataset", "dataset_label")
+    table = pd.read_csv(path, dtype={c: str for c in text_columns})
+    for col in table.columns:
+        if col in text_columns or table[col].dtype == object:
+            table[col] = table[col].fillna("")
+    return table
 
 
 def _footnote(spec, table) -> str:

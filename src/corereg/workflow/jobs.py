@@ -419,6 +419,7 @@ class Plan:
             "methods": methods,
             "gpu_rules": {r: int(self.resources(r)["gpu"]) for r in self.cfg["resources"]},
             "figure_titles": {f: self.cfg["artifacts"][f]["title"] for f in FIGURES},
+            "tables": {t: self.artifact_spec(t) for t in TABLES},
         }
 
     # ------------------------------------------------------------------ data stages
