@@ -36,13 +36,17 @@ def check(config: dict, files=()) -> None:
     """Raise one CoreregError naming the first invalid key, its problem and the files."""
     from jsonschema import Draft202012Validator
 
-    errors = sorted(Draft202012Validator(schema()).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
+    e = _first_error(Draft202012Validator(schema()), config)
+    if e is not None:
         where = " + ".join(str(f) for f in files) or "configuration"
         key = ".".join(map(str, e.path)) or "<top level>"
         message = e.message if len(e.message) <= 300 else e.message[:300] + " ..."
         raise CoreregError(f"{where}: {key}: {message}")
+
+
+def _first_error(validator, instance):
+    """The validation error of ``instance`` at the first key path in order, or None."""
+    return min(validator.iter_errors(instance), key=lambda e: list(e.path), default=None)
 
 
 def method_params_schema(kind: str) -> dict:
@@ -76,11 +80,9 @@ def check_method_params(kind: str, params: dict, where: str) -> None:
     from jsonschema import Draft202012Validator
 
     node = method_params_schema(kind)
-    validator = Draft202012Validator({**node, "$defs": schema()["$defs"]})
-    errors = sorted(validator.iter_errors(params or {}), key=lambda e: list(e.path))
-    if not errors:
+    e = _first_error(Draft202012Validator({**node, "$defs": schema()["$defs"]}), params or {})
+    if e is None:
         return
-    e = errors[0]
     path = ".".join([where, *map(str, e.path)])
     if e.validator == "additionalProperties":
         sub = e.schema.get("properties", {})

@@ -110,12 +110,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_nifti(path, array: np.ndarray, affine: np.ndarray, dtype=None) -> None:
-    """Write a NIfTI atomically (``.nii.gz`` compressed)."""
+def save_nifti(path, array: np.ndarray, affine: np.ndarray, dtype=None, disk_dtype=None) -> None:
+    """Write a NIfTI atomically (``.nii.gz`` compressed).  ``disk_dtype``: store the values
+    scaled into that type (nibabel picks the NIfTI slope and intercept to span them)."""
     array = np.asarray(array if dtype is None else array.astype(dtype))
     img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm", "sec")
-    if np.issubdtype(array.dtype, np.integer):
+    if disk_dtype is not None:
+        img.set_data_dtype(disk_dtype)
+    elif np.issubdtype(array.dtype, np.integer):
         img.header.set_slope_inter(1, 0)
     with atomic_path(path, suffix=".nii.gz") as tmp:
         nib.save(img, tmp)
@@ -223,14 +226,7 @@ def save_field(path, disp: np.ndarray, affine: np.ndarray, storage: str = "float
         raise ValueError(f"field must be (H, W, D, 3), got {disp.shape}")
     if storage not in FIELD_STORAGE:
         raise ValueError(f"field storage must be one of {FIELD_STORAGE}, got {storage!r}")
-    if storage == "float32":
-        save_nifti(path, disp, affine)
-        return
-    img = nib.Nifti1Image(disp, np.asarray(affine, dtype=np.float64))
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_data_dtype(np.int16)  # nibabel picks scl_slope / scl_inter to span the values
-    with atomic_path(path, suffix=".nii.gz") as tmp:
-        nib.save(img, tmp)
+    save_nifti(path, disp, affine, disk_dtype=None if storage == "float32" else np.int16)
 
 
 def read_json(path) -> dict:

@@ -70,14 +70,13 @@ class Deeds(Method):
                 f"deeds: params.implementation must be one of {IMPLEMENTATIONS}, "
                 f"not '{self.params['implementation']}'"
             )
-        given_bcv = self.params.get("deedsbcv") or {}
         self.resolve_params()
         self.implementation = self.params["implementation"]
         self.last_warped: np.ndarray | None = None
         if self.implementation == "deedsbcv":
             from corereg.baselines import deedsbcv
 
-            self.runner = deedsbcv.Runner(given_bcv)
+            self.runner = deedsbcv.Runner(self.params["deedsbcv"])
         else:
             self.ext = extension()
 

@@ -84,17 +84,7 @@ def markdown_tables_to_html(md: str) -> str:
                 rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
                 i += 1
             head, body = rows[0], [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
-            cells = "".join(f"<th>{_inline(c)}</th>" for c in head)
-            out.append(f'<table class="result"><thead><tr>{cells}</tr></thead><tbody>')
-            for r in body:
-                tds = "".join(
-                    f'<td class="num">{_inline(c)}</td>'
-                    if re.match(r"^[-+]?[\d.]", c)
-                    else f"<td>{_inline(c)}</td>"
-                    for c in r
-                )
-                out.append(f"<tr>{tds}</tr>")
-            out.append("</tbody></table>")
+            out.append(_result_table(head, body))
             continue
         elif line.strip():
             out.append(f'<p class="note">{_inline(line)}</p>')
@@ -111,6 +101,14 @@ def _cell(text: str, tag: str = "td") -> str:
     )
 
 
+def _result_table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(_cell(c, "th") for c in head)
+    body = ["<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows]
+    return "\n".join(
+        [f'<table class="result"><thead><tr>{cells}</tr></thead><tbody>', *body, "</tbody></table>"]
+    )
+
+
 def layout_to_html(view: dict) -> str:
     """One paper table from its layout (:func:`corereg.report.tables.layout`): the same
     cells as its Markdown, built from the table's data."""
@@ -119,10 +117,7 @@ def layout_to_html(view: dict) -> str:
         out.append(f'<p class="note">{_inline(view["caption"])}</p>')
     for block in view["blocks"]:
         out.append(f"<h3>{_inline(block['heading'])}</h3>")
-        head = "".join(_cell(c, "th") for c in block["columns"])
-        out.append(f'<table class="result"><thead><tr>{head}</tr></thead><tbody>')
-        out += ["<tr>" + "".join(_cell(c) for c in cells) + "</tr>" for cells in block["rows"]]
-        out.append("</tbody></table>")
+        out.append(_result_table(block["columns"], block["rows"]))
     out.append(f'<p class="note">{_inline(view["note"])}</p>')
     return "\n".join(out)
 
@@ -141,7 +136,7 @@ def _table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _regularity(tables: list[str]) -> str:
+def _regularity(frames: dict[str, pd.DataFrame]) -> str:
     """Per row of every table: both SDlogJ formulas, folding (% of det J <= 0), HD95 and the
     test-time reg_fac with whether its search reached the band, from the tables' CSV data."""
     keep = {
@@ -155,16 +150,12 @@ def _regularity(tables: list[str]) -> str:
         "reg_fac_status": "reg_fac search",
     }
     parts = []
-    for md_path in tables:
-        csv = Path(md_path).with_suffix(".csv")
-        if not csv.is_file():
-            raise InputError(csv, "table data missing (the table step writes it beside the .md)")
-        df = pd.read_csv(csv)
+    for name, df in frames.items():
         df = df[df.status == "ok"]
         if df.empty:
             continue
         df = df[[c for c in keep if c in df.columns]].rename(columns=keep).round(4)
-        parts.append(f"<h3>{html.escape(csv.stem)}</h3>{_table(df.fillna(''))}")
+        parts.append(f"<h3>{html.escape(name)}</h3>{_table(df.fillna(''))}")
     return (
         '<section id="regularity"><h2>Deformation regularity and the reg_fac search</h2>'
         "<p class=\"note\">SDlogJ L2R is Learn2Reg's formula, SDlogJ code the released code's (blind "
@@ -292,6 +283,7 @@ def build_report(
     ]
     nav = ['<nav><a href="#data">data</a>']
     sections = []
+    frames = {}  # each table's data, read once for its section and the regularity section
     for md_path in tables:
         path = Path(md_path)
         csv = path.with_suffix(".csv")
@@ -300,7 +292,8 @@ def build_report(
         name = path.stem
         if name not in spec.get("tables", {}):
             raise InputError(path, f"the report specification has no table '{name}'")
-        view = layout(spec["tables"][name], read_table(csv))
+        frames[name] = read_table(csv)
+        view = layout(spec["tables"][name], frames[name])
         nav.append(f'<a href="#{name}">{name}</a>')
         sections.append(f'<section id="{name}">{layout_to_html(view)}</section>')
     for png in figures:
@@ -349,7 +342,7 @@ def build_report(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(spec.get('title', 'CoRe reproduction report'))}</title><style>{CSS}</style>"
         f"<script>{CHECK_JS}</script></head><body>"
-        + "\n".join([*body, " ".join(nav), data, *sections, _regularity(tables), switches, compute])
+        + "\n".join([*body, " ".join(nav), data, *sections, _regularity(frames), switches, compute])
         + "</body></html>\n"
     )
     out_path = Path(out)

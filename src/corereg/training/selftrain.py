@@ -386,10 +386,9 @@ class Trainer:
         # The separate form's contrastive passes share no activations with the registration
         # forward: backpropagating L_reg first frees its graph before they run (the gradients
         # add up to the same sum; only the order of the floating-point additions differs).
-        split = self._joint and not self._listing1 and p.get("cl_backward", "split") == "split"
-        if split:
+        if self._joint and not self._listing1 and p.get("cl_backward", "split") == "split":
             self.scaler.scale(loss).backward()
-            loss = loss.detach()
+            loss = loss.detach()  # the backward below then carries only the contrastive term
         if self._joint:
             with autocast(self.device, p.get("amp", True)):
                 if self._listing1:
@@ -399,14 +398,8 @@ class Trainer:
                 else:
                     lc = contrastive_loss(self.net, originals, p, self.gens["aug"])
             self.last_cl = float(lc.detach())
-            weighted = cl_weight(i, self.total, p) * lc
-            if split:
-                self.scaler.scale(weighted).backward()
-                loss = loss + weighted.detach()
-            else:
-                loss = loss + weighted
-        if not split:
-            self.scaler.scale(loss).backward()
+            loss = loss + cl_weight(i, self.total, p) * lc
+        self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()

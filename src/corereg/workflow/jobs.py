@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from corereg.config import deep_merge
+from corereg.config import check_method_params, deep_merge
 from corereg.errors import CoreregError
 
 TABLES = ("table1", "table2", "table3")
@@ -87,7 +87,8 @@ class Plan:
                 ("params", m.get("params") or {}),
                 *((f"variants.{v}", o) for v, o in (m.get("variants") or {}).items()),
             ]:
-                self._check_params(m["kind"], f"methods.{name}.{where}", over)
+                # params and each variant's overrides obey the kind's schema (the engine's block)
+                check_method_params(m["kind"], over, f"config: methods.{name}.{where}")
         for name, m in self.cfg["methods"].items():
             bcv = self._deedsbcv(name)
             if bcv is not None and m.get("enabled", True):
@@ -100,14 +101,6 @@ class Plan:
         for key, ds in self.cfg["datasets"].items():
             if ds["source"]["kind"] not in (*REAL_SOURCES, "synthetic_abdomen", "synthetic_chest"):
                 raise CoreregError(f"config: datasets.{key}.source.kind is unknown")
-
-    @staticmethod
-    def _check_params(kind: str, where: str, over: dict) -> None:
-        """A method's params, and each variant's overrides, obey its kind's schema (the
-        engine block's for the engine)."""
-        from corereg.config import check_method_params
-
-        check_method_params(kind, over, f"config: {where}")
 
     # ------------------------------------------------------------------ methods
     def method(self, name: str) -> dict:
