@@ -14,31 +14,24 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from corereg.data.synthetic import render_abdomen
 from corereg.device import describe, resolve_device, synchronize
+from corereg.params import EngineParams
 from corereg.registration import adam as adam_mod
 from corereg.registration import convex, network
 from corereg.registration.fields import compose, warp
 from corereg.registration.pipeline import prepare_input
 
-PARAMS = {
-    "feat_scale": 5.0,
-    "disp_hw": 2,
-    "softargmin_beta": 20.0,
-    "coupling_weights": [0.003, 0.03, 0.3],
-    "ice_iters": 15,
-    "adam_iters": 50,
-    "adam_lr": 1.0,
-    "adam_grid_sp": 2,
-    "adam_lambda": 0.65,
-    "adam_cost_scale": 12.0,
-    "hu_scale": 0.002,
-    "amp": True,
-}
+# the engine constants of config.yaml (run from the repository root), AMP on CUDA
+PARAMS = EngineParams.from_mapping(
+    {**yaml.safe_load(Path("config.yaml").read_text())["engine"], "amp": True}
+)
 
 
 def timed(device, fn, *args):

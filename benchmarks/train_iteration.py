@@ -17,11 +17,13 @@ from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.device import describe, resolve_device, synchronize
+from corereg.params import EngineParams
 from corereg.registration import network
 from corereg.training.selftrain import Trainer, load_data
 
 
 def time_steps(data, params, device, iters) -> float:
+    params = EngineParams.from_mapping(params)
     tr = Trainer(data, params, 0, device, "unused", clamp_eval=None, log=lambda *_: None)
     half = tuple(n // 2 for n in data.shape)
     tr.labels = torch.zeros(len(data.train_pairs), 3, *half)

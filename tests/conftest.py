@@ -4,8 +4,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
+
+
+def engine_params(**over):
+    """The engine constants of config.yaml with ``over`` merged in (nested keys key by key)."""
+    from corereg.config import deep_merge
+    from corereg.params import EngineParams
+
+    return EngineParams.from_mapping(deep_merge(ENGINE, over))
+
+
 BIN = Path(sys.executable).parent
 
 

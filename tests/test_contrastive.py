@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
-from conftest import ROOT
-from corereg.config import deep_merge
+from conftest import engine_params
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.errors import CoreregError, NotImplementedYet
@@ -26,19 +24,14 @@ from corereg.training.contrastive import (
     views,
 )
 
-ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
-
 
 def test_info_nce_paper_form_by_hand():
     # inner product, tau = 1, negatives a_k and b_k (k != j) of the same image, summed
     a = [torch.tensor([[2.0, 0.0], [1.0, 1.0]])]
     b = [torch.tensor([[1.0, 0.0], [0.0, 2.0]])]
-    p = {
-        "cl_normalize": False,
-        "cl_negatives": "both_views",
-        "cl_reduction": "sum",
-        "cl_temperature": 1.0,
-    }
+    p = engine_params(
+        cl_normalize=False, cl_negatives="both_views", cl_reduction="sum", cl_temperature=1.0
+    )
     e = math.e
     # anchor 0: pos a0.b0 = 2, negatives a0.a1 = 2, a0.b1 = 0; anchor 1: pos 2, negatives 2 and a1.b0 = 1
     expected = (math.log(2 * e**2 + 1) - 2) + (math.log(2 * e**2 + e) - 2)
@@ -49,12 +42,9 @@ def test_info_nce_code_form_by_hand():
     # cosine, tau = 0.5, keys = all view-B vectors of the batch (two images), mean over anchors
     a = [torch.tensor([[3.0, 0.0]]), torch.tensor([[1.0, 1.0]])]
     b = [torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 5.0]])]
-    p = {
-        "cl_normalize": True,
-        "cl_negatives": "view_b_batch",
-        "cl_reduction": "mean",
-        "cl_temperature": 0.5,
-    }
+    p = engine_params(
+        cl_normalize=True, cl_negatives="view_b_batch", cl_reduction="mean", cl_temperature=0.5
+    )
     s = 1 / math.sqrt(2)  # cosines: a0.b0 = 1, a0.b1 = 0, a1.b0 = s, a1.b1 = s
     l0 = -math.log(math.exp(2) / (math.exp(2) + math.exp(0)))
     l1 = -math.log(math.exp(2 * s) / (math.exp(2 * s) + math.exp(2 * s)))
@@ -85,7 +75,13 @@ def test_view_b_matches_view_a_for_an_equivariant_network(pool):
     net = Pointwise(pool)
     affine = draw_affines(0.03, torch.Generator().manual_seed(1)).a1
     a, b = views(
-        net, img, {"cl_aug": {"geometric": True}}, torch.Generator(), 0.03, "zero", [affine]
+        net,
+        img,
+        engine_params(cl_aug={"geometric": True}),
+        torch.Generator(),
+        0.03,
+        "zero",
+        [affine],
     )
     inner = (
         (..., slice(3, -3), slice(3, -3), slice(3, -3))
@@ -99,7 +95,7 @@ def test_view_b_matches_view_a_for_an_equivariant_network(pool):
 def test_sampled_locations_respect_mask_and_border():
     img = torch.full((1, 1, 64, 64, 64), -2.0)
     img[..., 8:40, 16:56, 4:60] = 0.5  # foreground block
-    p = {"cl_border": 5, "cl_fg_threshold": -1.5, "cl_sampling_variant": "fixed"}
+    p = engine_params(cl_border=5, cl_fg_threshold=-1.5, cl_sampling_variant="fixed")
     loc = sample_locations(img, (16, 16, 16), 1000, p, torch.Generator().manual_seed(0))
     assert ((loc >= 5) & (loc <= 10)).all()
     small = F.interpolate(img, size=(16, 16, 16), mode="trilinear", align_corners=False)[0, 0]
@@ -109,7 +105,7 @@ def test_sampled_locations_respect_mask_and_border():
         img,
         (16, 16, 16),
         300,
-        {**p, "cl_sampling_variant": "paper_era"},
+        p.replace(cl_sampling_variant="paper_era"),
         torch.Generator().manual_seed(0),
     )
     assert len(era) == 300 and ((era >= 5) & (era <= 10)).all()
@@ -119,11 +115,11 @@ def test_sampled_locations_respect_mask_and_border():
 
 
 def test_alpha_schedules():
-    linear = {"cl_weight": 10.0, "cl_weight_schedule": "linear_decay"}
+    linear = engine_params(cl_weight=10.0, cl_weight_schedule="linear_decay")
     assert cl_weight(0, 8000, linear) == 10.0
     assert cl_weight(4000, 8000, linear) == 5.0
     assert cl_weight(7999, 8000, linear) == pytest.approx(0.00125)
-    constant = {"cl_weight": 5.0, "cl_weight_schedule": "constant"}
+    constant = engine_params(cl_weight=5.0, cl_weight_schedule="constant")
     assert {cl_weight(i, 8000, constant) for i in (0, 4000, 7999)} == {5.0}
 
 
@@ -147,9 +143,8 @@ def test_cl_only_keeps_g_frozen_during_registration_training(tmp_path):
     root = tmp_path / "prep"
     generate_abdomen(root, "d", (32, 32, 32), (12.0, 12.0, 12.0), 3, 2, seed=3)
     data = load_data(load_manifest(root), list(range(1, 14)), 1)
-    p = deep_merge(
-        ENGINE,
-        {
+    p = engine_params(
+        **{
             "contrastive": True,
             "contrastive_mode": "pretrain_frozen",
             "cl_pretrain_iters": 2,
@@ -208,12 +203,9 @@ def test_listing1_view_b_matches_the_registration_view_for_an_equivariant_networ
     fa = net.conv4(augment_image(fixed, affine_grid(aff.a1, shape, "cpu"), "zero"))
     ma = net.conv4(augment_image(moving, affine_grid(aff.a2, shape, "cpu"), "zero"))
     # the loss is InfoNCE between view A and the original's features moved by the same affines
-    p = {
-        "cl_aug": {"geometric": True},
-        "cl_num_samples": 100,
-        "cl_border": 8,
-        "cl_fg_threshold": -1e9,
-    }
+    p = engine_params(
+        cl_aug={"geometric": True}, cl_num_samples=100, cl_border=8, cl_fg_threshold=-1e9
+    )
     loss = contrastive_loss_listing1(
         net, fa, ma, [(fixed, moving)], [aff], p, torch.Generator().manual_seed(0)
     )
@@ -238,24 +230,24 @@ def test_view_b_gradient_switch(grad):
     torch.manual_seed(0)
     net = FeatureNet()
     img = torch.randn(1, 1, 32, 32, 32)
-    p = {"cl_aug": {"geometric": True}, "cl_view_b_grad": grad}
+    p = engine_params(cl_aug={"geometric": True}, cl_view_b_grad=grad)
     a, b = views(net, img, p, torch.Generator().manual_seed(0), 0.02, "minimum")
     assert a.requires_grad
     assert b.requires_grad is grad
 
 
 def test_contrastive_switches_that_are_not_implemented_are_refused():
-    base = {"cl_aug": {"geometric": True, "intensity": False}}
+    base = engine_params(cl_aug={"geometric": True, "intensity": False})
     check_params(base)
-    check_params({**base, "cl_views": "listing1"})
+    check_params(base.replace(cl_views="listing1"))
     with pytest.raises(NotImplementedYet):
-        check_params({"cl_aug": {"geometric": False, "deformable": True}})
+        check_params(engine_params(cl_aug={"geometric": False, "deformable": True}))
     with pytest.raises(NotImplementedYet):
-        check_params({**base, "cl_feature_layer": "post_relu_proj"})
+        check_params(base.replace(cl_feature_layer="post_relu_proj"))
     with pytest.raises(CoreregError, match="listing1"):
-        check_params({"cl_aug": {"geometric": True, "intensity": True}, "cl_views": "listing1"})
-    with pytest.raises(CoreregError, match="cl_views"):
-        check_params({**base, "cl_views": "both"})
+        check_params(engine_params(cl_aug={"intensity": True}, cl_views="listing1"))
+    with pytest.raises(CoreregError, match=r"engine\.cl_views: 'both' is not one of"):
+        base.replace(cl_views="both")
 
 
 @pytest.mark.parametrize("views_mode,grad", [("listing1", False), ("listing1", True)])
@@ -265,9 +257,8 @@ def test_listing1_training_is_deterministic_and_trains_g(tmp_path, views_mode, g
     root = tmp_path / "prep"
     generate_abdomen(root, "d", (32, 32, 32), (12.0, 12.0, 12.0), 3, 2, seed=3)
     data = load_data(load_manifest(root), list(range(1, 14)), 1)
-    p = deep_merge(
-        ENGINE,
-        {
+    p = engine_params(
+        **{
             "contrastive": True,
             "cl_views": views_mode,
             "cl_view_b_grad": grad,

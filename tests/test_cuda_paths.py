@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, engine_params
 from corereg import device as devmod
 from corereg.registration import network
 from corereg.registration.adam import adam_impl_for
@@ -114,7 +114,7 @@ def test_forced_amp_runs_the_networks_in_half_precision_and_the_solver_in_float3
     fixed, moving = pair()
     seen = []
     hook = net[3].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    p = {"adam_iters": 3, "amp": True}
+    p = engine_params(adam_iters=3, amp=True)
     amp = register_pair(net, fixed, moving, p, generator=torch.Generator().manual_seed(0))
     hook.remove()
     assert seen and set(seen) == {torch.bfloat16}  # G's convolutions ran under autocast
@@ -122,7 +122,7 @@ def test_forced_amp_runs_the_networks_in_half_precision_and_the_solver_in_float3
     assert amp.net.dtype == torch.float32 and amp.adam.dtype == torch.float32
     assert torch.isfinite(amp.adam).all()
     full = register_pair(
-        net, fixed, moving, {**p, "amp": False}, generator=torch.Generator().manual_seed(0)
+        net, fixed, moving, p.replace(amp=False), generator=torch.Generator().manual_seed(0)
     )
     # half precision moves the network field by a fraction of a voxel, not more
     diff = (amp.net - full.net).abs().mean() * 16

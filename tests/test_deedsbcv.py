@@ -239,7 +239,7 @@ def test_config_switch_needs_a_source_and_wires_the_build(tmp_path):
 
 
 def test_unknown_implementation_and_keys_are_refused(tmp_path):
-    with pytest.raises(CoreregError, match="implementation must be one of"):
+    with pytest.raises(CoreregError, match=r"deeds params\.implementation: .deeds2. is not one of"):
         make_method("deeds", {"implementation": "deeds2"}, device=None)
     with pytest.raises(CoreregError, match="unknown parameters \\['randsamp'\\]"):
         deedsbcv.Runner({"bin_dir": str(tmp_path), "randsamp": 5})

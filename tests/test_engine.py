@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from conftest import engine_params
 from corereg.errors import CoreregError, InputError
 from corereg.registration import adam as adam_mod
 from corereg.registration import convex, fastwarp, network
@@ -13,7 +14,7 @@ from corereg.registration.fields import compose, from_voxels, identity_grid, to_
 from corereg.registration.pipeline import register_pair
 from corereg.training.augment import Affines, adjust_label_code, adjust_label_exact, draw_affines
 
-P = {"feat_scale": 5.0}
+P = engine_params(feat_scale=5.0)
 
 
 def smooth_image(shape, sigma, seed):
@@ -151,11 +152,11 @@ def test_adam_lowers_its_objective_and_both_implementations_agree():
     fm = F.avg_pool3d(feats(shifted), 2)
     history = []
     u = adam_mod.adam_refine(
-        ff, fm, torch.zeros(1, 3, *shape), 1.0, {"adam_iters": 30}, "fused", history
+        ff, fm, torch.zeros(1, 3, *shape), 1.0, engine_params(adam_iters=30), "fused", history
     )
     assert history[-1] < 0.5 * history[0]
     v = adam_mod.adam_refine(
-        ff, fm, torch.zeros(1, 3, *shape), 1.0, {"adam_iters": 30}, "grid_sample"
+        ff, fm, torch.zeros(1, 3, *shape), 1.0, engine_params(adam_iters=30), "grid_sample"
     )
     assert (to_voxels(u) - to_voxels(v)).abs().max() < 1e-3
     centre = to_voxels(u)[12:20, 12:20, 12:20].reshape(-1, 3).mean(0)
@@ -197,12 +198,12 @@ def test_register_pair_is_deterministic_on_the_cpu_and_rejects_bad_sizes():
     net = network.FeatureNet().eval()
     fixed = torch.from_numpy(smooth_image((32, 24, 32), 2, 5) * 300)[None, None]
     moving = torch.roll(fixed, 2, dims=2)
-    p = {"adam_iters": 5}
+    p = engine_params(adam_iters=5)
     a = register_pair(net, fixed, moving, p, generator=torch.Generator().manual_seed(0))
     b = register_pair(net, fixed, moving, p, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.adam, b.adam) and torch.equal(a.net, b.net)
-    with pytest.raises(ValueError, match="num_warps"):
-        register_pair(net, fixed, moving, {"num_warps": 3})
+    with pytest.raises(CoreregError, match=r"engine\.num_warps: 3 is not one of \[1, 2\]"):
+        engine_params(num_warps=3)
     from corereg.registration.pipeline import check_shape
 
     with pytest.raises(CoreregError, match="divisible by 8"):
@@ -233,9 +234,9 @@ def test_adam_on_mind_features_option():
     net = network.FeatureNet().eval()
     fixed = torch.from_numpy(smooth_image((32, 24, 32), 2, 6) * 300)[None, None]
     moving = torch.roll(fixed, 2, dims=2)
-    res = register_pair(net, fixed, moving, {"adam_iters": 10, "adam_feat": "mind"})
+    res = register_pair(net, fixed, moving, engine_params(adam_iters=10, adam_feat="mind"))
     assert res.adam.shape == (1, 3, 32, 24, 32) and torch.isfinite(res.adam).all()
     ref = register_pair(
-        net, fixed, moving, {"adam_iters": 10}, generator=torch.Generator().manual_seed(0)
+        net, fixed, moving, engine_params(adam_iters=10), generator=torch.Generator().manual_seed(0)
     )
     assert not torch.equal(res.adam, ref.adam)

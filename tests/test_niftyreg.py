@@ -22,7 +22,7 @@ def test_world_displacements_become_voxels_of_the_fixed_grid():
 
 def test_missing_binaries_are_one_clear_error(tmp_path):
     with pytest.raises(CoreregError, match="no reg_f3d in"):
-        nr.bin_dir({"bin_dir": str(tmp_path)})
+        nr.bin_dir(str(tmp_path))
     with pytest.raises(CoreregError, match="unknown parameters"):
         nr.NiftyReg({"levls": 3}, device=None)
 

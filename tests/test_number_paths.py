@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ENGINE, ROOT, engine_params
 from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
+from corereg.params import EngineParams
 from corereg.registration import network
 from corereg.registration.engine_method import Engine, search_reg_fac
 from corereg.registration.fields import to_voxels
@@ -19,7 +20,6 @@ from corereg.registration.pipeline import adam_field, network_field, prepare_inp
 from corereg.training.augment import affine_grid, augment_image, draw_affines
 from corereg.training.selftrain import Trainer, load_data, train
 
-ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
 SMALL = {
     "contrastive": False,
     "stages": 2,
@@ -125,7 +125,7 @@ def test_test_adam_false_writes_the_network_field(data, random_net_checkpoint):
     rows, saved = engine_run(data, random_net_checkpoint, test_adam=False, sdlogj_band=[0.1, 0.2])
     assert (rows.reg_fac_status == "off").all() and rows.reg_fac.isna().all()
     net, ckpt = network.load_checkpoint(random_net_checkpoint, CPU)
-    p = {**ckpt["params"], "adam_iters": 5}
+    p = EngineParams.from_mapping({**ckpt["params"], "adam_iters": 5})
     pair = data.pairs("test")[0]
     fx, mv = (
         prepare_input(torch.from_numpy(data.load_image(k)[0])[None, None], p, [-0.4, 0.6])
@@ -157,7 +157,7 @@ def test_mind_instance_optimisation_recovers_a_known_shift():
     hu = torch.from_numpy((hu / hu.std() * 300).astype(np.float32))[None, None]
     moved = torch.roll(hu, shifts=(2, 0, -1), dims=(2, 3, 4))  # moving(p + (2, 0, -1)) = fixed(p)
     net = network.FeatureNet().eval()
-    p = {**ENGINE, "adam_feat": "mind", "adam_iters": 40, "amp": False}
+    p = engine_params(adam_feat="mind", adam_iters=40, amp=False)
     fx, mv = prepare_input(hu, p, None), prepare_input(moved, p, None)
     u = adam_field(net, fx, mv, torch.zeros(1, 3, *shape), 1.0, p, None, (hu, moved))
     centre = to_voxels(u)[10:22, 10:22, 10:22].reshape(-1, 3).mean(0)
@@ -167,7 +167,7 @@ def test_mind_instance_optimisation_recovers_a_known_shift():
 # ----------------------------------------------------------------------------- training switches
 def trainer(data, **over) -> Trainer:
     d = load_data(data, list(range(1, 14)), 1)
-    tr = Trainer(d, deep_merge(ENGINE, {**SMALL, **over}), 0, CPU, ROOT / "unused", clamp_eval=None)
+    tr = Trainer(d, engine_params(**{**SMALL, **over}), 0, CPU, ROOT / "unused", clamp_eval=None)
     from corereg.device import seed_everything
 
     seed_everything(0)
@@ -189,7 +189,7 @@ def test_the_default_contrastive_path_changes_g(data):
         "default": {"contrastive": True},
     }.items():
         tr = trainer(data, **over)
-        assert tr.p["cl_views"] == "separate" or name == "off"
+        assert tr.p.cl_views == "separate" or name == "off"
         tr.step(0)
         after[name] = {k: v.detach().clone() for k, v in tr.net.state_dict().items()}
     g_first = "0.weight"  # G's first convolution
@@ -284,8 +284,8 @@ def test_contrastive_passes_run_in_the_released_codes_order():
     from corereg.training.contrastive import contrastive_loss
 
     torch.manual_seed(0)
-    net = network.build(deep_merge(ENGINE, {"contrastive": True}))
-    p = deep_merge(ENGINE, {**SMALL, "contrastive": True})
+    net = network.build(engine_params(contrastive=True))
+    p = engine_params(**{**SMALL, "contrastive": True})
     fixed, moving = torch.randn(1, 1, 32, 32, 32), torch.randn(1, 1, 32, 32, 32) + 5.0
     seen = []
     original_conv4 = net.conv4
@@ -300,3 +300,20 @@ def test_contrastive_passes_run_in_the_released_codes_order():
     assert torch.equal(seen[2], fixed) and torch.equal(seen[3], moving)  # originals last
     assert not torch.equal(seen[0], fixed) and not torch.equal(seen[1], moving)  # augmented first
     assert seen[0].mean() < 2.0 < seen[1].mean()  # fixed before moving
+
+
+def test_engine_settings_come_from_the_checkpoint_and_the_given_keys(
+    random_net_checkpoint, tmp_path
+):
+    from corereg.errors import CoreregError
+
+    ckpt = torch.load(random_net_checkpoint, weights_only=False)
+    m = Engine({"adam_iters": 5, "clamp_eval": [-0.4, 0.6]}, CPU, random_net_checkpoint)
+    assert m.p.adam_iters == 5 and m.p.stages == ckpt["params"]["stages"] == 0
+    assert m.dataset.clamp_eval == (-0.4, 0.6) and m.dataset.sdlogj_band is None
+    # a key the checkpoint's training knew but this version does not is not an error
+    old = tmp_path / "old.pt"
+    torch.save({**ckpt, "params": {**ckpt["params"], "retired_key": 1}}, old)
+    assert Engine({}, CPU, old).p == EngineParams.from_mapping(ckpt["params"])
+    with pytest.raises(CoreregError, match=r"^engine params: unknown parameters \['adam_iter'\]"):
+        Engine({"adam_iter": 5}, CPU, random_net_checkpoint)

@@ -197,7 +197,12 @@ def test_no_checksum_is_recorded_from_a_download_of_undeclared_size(server, tmp_
 
 
 def test_network_settings_come_from_the_source():
-    from corereg.data.sources import network_settings
+    from corereg.data.settings import SourceSettings
+    from corereg.errors import CoreregError
 
-    src = {"kind": "abdomenctct", "url": "u", "timeout": 5, "retries": 0, "backoff": None}
-    assert network_settings(src) == {"timeout": 5, "retries": 0}
+    src = {"kind": "abdomenctct", "url": "u", "timeout": 5, "retries": 0}
+    assert SourceSettings.of(src).network() == {"timeout": 5.0, "retries": 0, "backoff": 2.0}
+    with pytest.raises(CoreregError, match=r"^source\.retries: -1 is less than the minimum"):
+        SourceSettings.of({**src, "retries": -1})
+    with pytest.raises(CoreregError, match=r"source: Additional properties.*'retry'"):
+        SourceSettings.of({**src, "retry": 3})

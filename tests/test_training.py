@@ -6,16 +6,14 @@ import signal
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from conftest import ROOT, kill_after_checkpoints
+from conftest import ENGINE, ROOT, engine_params, kill_after_checkpoints
 from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.errors import InputError
 from corereg.training.selftrain import cosine_lr, difficulty, rank_weights, registration_loss, train
 
-ENGINE = yaml.safe_load((ROOT / "config.yaml").read_text())["engine"]
 SMALL = {
     "contrastive": False,
     "stages": 2,
@@ -170,7 +168,7 @@ def test_gradients_reach_the_first_layer(data):
 
     d = load_data(data, list(range(1, 14)), 1)
     tr = Trainer(
-        d, deep_merge(ENGINE, SMALL), 0, torch.device("cpu"), ROOT / "unused", clamp_eval=None
+        d, engine_params(**SMALL), 0, torch.device("cpu"), ROOT / "unused", clamp_eval=None
     )
     tr.labels = torch.zeros(len(d.train_pairs), 3, 16, 16, 16)
     tr.weights = torch.ones(len(d.train_pairs))
@@ -192,8 +190,8 @@ def _one_step_gradients(d, over: dict, state=None):
     from corereg.registration import network
     from corereg.training.selftrain import Trainer
 
-    p = deep_merge(
-        ENGINE, {**SMALL, "contrastive": True, "cl_num_samples": 64, "cl_border": 1, **over}
+    p = engine_params(
+        **{**SMALL, "contrastive": True, "cl_num_samples": 64, "cl_border": 1, **over}
     )
     tr = Trainer(d, p, 0, torch.device("cpu"), ROOT / "unused", clamp_eval=None)
     tr.labels = torch.zeros(len(d.train_pairs), 3, 16, 16, 16)

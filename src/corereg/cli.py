@@ -23,22 +23,23 @@ def _spec(value: str | None) -> dict:
 
 # ----------------------------------------------------------------------------- data
 def cmd_prepare(a) -> None:
+    from corereg.data.settings import SourceSettings
     from corereg.data.synthetic import generate_abdomen, generate_chest
     from corereg.errors import NotImplementedYet
 
     spec = _spec(a.spec)
-    source = spec["source"]
-    kind = source["kind"]
+    source = SourceSettings.of(spec["source"], f"datasets.{a.dataset}.source")
+    kind = source.kind
     if kind == "synthetic_abdomen":
         generate_abdomen(
             a.out,
             a.dataset,
             spec["shape"],
             spec["spacing"],
-            source["n_train"],
-            source["n_test"],
-            source["seed"],
-            noise_hu=source.get("noise_hu", 12.0),
+            source.n_train,
+            source.n_test,
+            source.seed,
+            noise_hu=source.noise_hu,
         )
     elif kind == "synthetic_chest":
         generate_chest(
@@ -46,10 +47,10 @@ def cmd_prepare(a) -> None:
             a.dataset,
             spec["shape"],
             spec["spacing"],
-            source["n_train_pairs"],
-            source["n_test_pairs"],
-            source["seed"],
-            noise_hu=source.get("noise_hu", 12.0),
+            source.n_train_pairs,
+            source.n_test_pairs,
+            source.seed,
+            noise_hu=source.noise_hu,
         )
     elif kind == "abdomenctct":
         from corereg.data import abdomenctct
@@ -87,32 +88,34 @@ def _stage_spec(a) -> dict:
 
 def cmd_stage(a) -> None:
     """download / convert / label of real data: the steps of the full reproduction."""
+    from corereg.data.settings import SourceSettings
     from corereg.errors import NotImplementedYet
 
     spec = _stage_spec(a)
-    kind = spec.get("source", {}).get("kind", a.dataset)
+    source = SourceSettings.of(spec["source"], f"datasets.{a.dataset}.source")
+    kind = source.kind
     if a.verb == "download" and kind == "abdomenctct":
         from corereg.data import abdomenctct
 
-        abdomenctct.fetch(spec["source"], a.out, dataset=a.dataset)
+        abdomenctct.fetch(source, a.out, dataset=a.dataset)
         return
     if kind == "radchestct" and a.verb in ("download", "convert"):
         from corereg.data import radchestct
 
         if a.verb == "download":
-            radchestct.fetch(spec["source"], a.out, dataset=a.dataset)
+            radchestct.fetch(source, a.out, dataset=a.dataset)
         else:
             radchestct.convert(a.input, a.out, spec)
         return
     if kind == "radchestct" and a.verb == "label":
         from corereg.data import radchestct, totalseg
 
-        cfg = spec["source"].get("totalsegmentator", {})
+        cfg = source.totalsegmentator
         if a.check:
             problems = totalseg.check(cfg)
             if problems:
                 raise CoreregError("TotalSegmentator is not ready:\n  " + "\n  ".join(problems))
-            print(f"[label] TotalSegmentator {cfg.get('version', '1.5.7')}: ready")
+            print(f"[label] TotalSegmentator {cfg.version}: ready")
             return
         if not a.input or not a.out:
             raise CoreregError("label needs --input (the converted scans) and --out")

@@ -36,7 +36,7 @@ def check(config: dict, files=()) -> None:
     """Raise one CoreregError naming the first invalid key, its problem and the files."""
     from jsonschema import Draft202012Validator
 
-    e = _first_error(Draft202012Validator(schema()), config)
+    e = first_error(Draft202012Validator(schema()), config)
     if e is not None:
         where = " + ".join(str(f) for f in files) or "configuration"
         key = ".".join(map(str, e.path)) or "<top level>"
@@ -44,15 +44,45 @@ def check(config: dict, files=()) -> None:
         raise CoreregError(f"{where}: {key}: {message}")
 
 
-def _first_error(validator, instance):
+def with_defaults(config: dict) -> dict:
+    """A copy of ``config`` with the schema's defaults filled in where a key is absent, as
+    Snakemake's ``validate`` fills them (objects' ``properties``, ``additionalProperties``,
+    ``items``, ``$ref`` and ``allOf``); method kinds' parameter defaults are filled by
+    :func:`method_params` instead."""
+    out = copy.deepcopy(config)
+    _fill(schema(), out)
+    return out
+
+
+def _fill(node: dict, value) -> None:
+    if "$ref" in node:
+        _fill(schema()["$defs"][node["$ref"].rsplit("/", 1)[-1]], value)
+    for sub in node.get("allOf", []):
+        _fill(sub, value)
+    if isinstance(value, dict):
+        for key, sub in (node.get("properties") or {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                _fill(sub, value[key])
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in set(value) - set(node.get("properties") or {}):
+                _fill(extra, value[key])
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for item in value:
+            _fill(node["items"], item)
+
+
+def first_error(validator, instance):
     """The validation error of ``instance`` at the first key path in order, or None."""
     return min(validator.iter_errors(instance), key=lambda e: list(e.path), default=None)
 
 
 def method_params_schema(kind: str) -> dict:
     """The schema of ``methods.<name>.params`` for a method kind (engine: the engine block)."""
-    if kind == "engine":
-        return schema()["properties"]["engine"]
+    if kind == "engine":  # overrides name some keys only: the complete block is config.yaml's
+        return {k: v for k, v in schema()["properties"]["engine"].items() if k != "required"}
     kinds = schema()["$defs"]["method_params"]
     if kind not in kinds:
         raise CoreregError(f"unknown method kind '{kind}'; known: {', '.join(kinds)}")
@@ -80,7 +110,7 @@ def check_method_params(kind: str, params: dict, where: str) -> None:
     from jsonschema import Draft202012Validator
 
     node = method_params_schema(kind)
-    e = _first_error(Draft202012Validator({**node, "$defs": schema()["$defs"]}), params or {})
+    e = first_error(Draft202012Validator({**node, "$defs": schema()["$defs"]}), params or {})
     if e is None:
         return
     path = ".".join([where, *map(str, e.path)])

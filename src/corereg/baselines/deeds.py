@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corereg.errors import CoreregError, ToolMissing
+from corereg.errors import ToolMissing
 from corereg.registration.methods import Method
 
 INSTALL = (
@@ -65,11 +65,6 @@ class Deeds(Method):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.params.get("implementation", IMPLEMENTATIONS[0]) not in IMPLEMENTATIONS:
-            raise CoreregError(
-                f"deeds: params.implementation must be one of {IMPLEMENTATIONS}, "
-                f"not '{self.params['implementation']}'"
-            )
         self.resolve_params()
         self.implementation = self.params["implementation"]
         self.last_warped: np.ndarray | None = None

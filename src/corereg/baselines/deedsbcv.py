@@ -263,7 +263,7 @@ class Runner:
             raise CoreregError(
                 "deeds: params.deedsbcv grid, search and quant need one value per level each"
             )
-        self.tools = binaries(self.params.get("bin_dir"), self.params.get("source"))
+        self.tools = binaries(self.params["bin_dir"], self.params["source"])
         if self.params["linear"] and not self.tools["linearBCV"].is_file():
             raise InputError(
                 self.tools["linearBCV"], "linearBCV binary missing (params.deedsbcv.linear is true)"

@@ -38,6 +38,7 @@ from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.io import atomic_path, write_csv, write_json
 from corereg.measure import PhaseClock, costs_record
+from corereg.params import DatasetSettings
 from corereg.registration.fields import warp
 from corereg.registration.methods import Method
 from corereg.training.checkpoint import Checkpoint
@@ -273,15 +274,15 @@ class Trainer:
 
 
 def train(manifest: Manifest, spec: dict, device, out_dir, log=print) -> Path:
-    ds = spec.get("dataset") or {}
+    ds = DatasetSettings.from_mapping(spec["dataset"])
     return Trainer(
         spec["kind"],
         manifest,
-        spec.get("params") or {},
+        spec["params"],
         int(spec["seed"]),
         device,
         out_dir,
-        ds.get("eval_labels"),
+        ds.eval_labels,
         log,
     ).run()
 

@@ -27,14 +27,12 @@ from corereg.registration.methods import Method
 INSTALL = "CMAKE_POLICY_VERSION_MINIMUM=3.5 pip install niftyreg==1.5.70rc1"
 
 
-def bin_dir(params: dict | None = None) -> Path:
-    params = params or {}
-    if params.get("bin_dir"):
-        if not (Path(params["bin_dir"]) / "reg_f3d").exists():
-            raise CoreregError(
-                f"methods.niftyreg.params.bin_dir: no reg_f3d in {params['bin_dir']}"
-            )
-        return Path(params["bin_dir"])
+def bin_dir(folder: str | None = None) -> Path:
+    """The NiftyReg binaries: ``folder`` (params.bin_dir), else the PyPI package's, else PATH."""
+    if folder:
+        if not (Path(folder) / "reg_f3d").exists():
+            raise CoreregError(f"methods.niftyreg.params.bin_dir: no reg_f3d in {folder}")
+        return Path(folder)
     try:
         import niftyreg
 
@@ -51,8 +49,8 @@ def bin_dir(params: dict | None = None) -> Path:
     )
 
 
-def run(tool: str, args: list[str], params: dict | None = None, threads: int | None = None) -> None:
-    run_binary("NiftyReg", bin_dir(params) / tool, args, threads)
+def run(tool: str, args: list[str], folder: str | None = None, threads: int | None = None) -> None:
+    run_binary("NiftyReg", bin_dir(folder) / tool, args, threads)
 
 
 def world_to_voxel_disp(disp_mm: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -115,7 +113,7 @@ class NiftyReg(Method):
                     str(t / "res.nii.gz"),
                     *self.f3d_args(),
                 ],
-                self.params,
+                self.params["bin_dir"],
                 threads,
             )
             run(
@@ -127,7 +125,7 @@ class NiftyReg(Method):
                     str(t / "cpp.nii.gz"),
                     str(t / "disp.nii.gz"),
                 ],
-                self.params,
+                self.params["bin_dir"],
                 threads,
             )
             disp = np.asarray(nib.load(t / "disp.nii.gz").dataobj, dtype=np.float32)

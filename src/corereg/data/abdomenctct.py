@@ -22,7 +22,8 @@ from itertools import combinations
 from pathlib import Path
 
 from corereg.data.manifest import ABDOMEN_LABELS, relative_to, write_manifest
-from corereg.data.sources import ChecksumLock, download, network_settings
+from corereg.data.settings import SourceSettings
+from corereg.data.sources import ChecksumLock, download
 from corereg.errors import CoreregError, InputError
 from corereg.io import atomic_dir, load_image, load_labels
 
@@ -31,20 +32,21 @@ NAME = "AbdomenCTCT"
 DEFAULT_LABELS = ABDOMEN_LABELS
 
 
-def fetch(source: dict, out, log=print, dataset: str = "abdomen") -> Path:
+def fetch(source, out, log=print, dataset: str = "abdomen") -> Path:
     """Download the archive (verified; checksum pinned or locked) and unpack it into ``out``."""
-    if not source.get("url"):
+    source = SourceSettings.of(source, f"datasets.{dataset}.source")
+    if not source.url:
         raise CoreregError(f"datasets.{dataset}.source: no 'url' to download from")
     out = Path(out)
     downloads = out.parent / "downloads"
     archive = download(
-        source["url"],
-        downloads / Path(source["url"].split("?")[0]).name,
-        md5=source.get("md5"),
-        size=source.get("size"),
+        source.url,
+        downloads / Path(source.url.split("?")[0]).name,
+        md5=source.md5,
+        size=source.size,
         lock=ChecksumLock(out.parent / "checksums.lock.json"),
         log=log,
-        **network_settings(source),
+        **source.network(),
     )
     with atomic_dir(out) as tmp:
         unpack(archive, tmp)
@@ -101,9 +103,9 @@ def prepare(raw, out, dataset: str, spec: dict, log=print) -> Path:
     except json.JSONDecodeError as exc:
         raise InputError(meta_path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     labels = read_labels(meta)
-    source = spec["source"]
+    source = SourceSettings.of(spec["source"], f"datasets.{dataset}.source")
     shape, spacing = tuple(spec["shape"]), tuple(spec["spacing"])
-    train, test, val = (sorted(int(i) for i in source.get(k, [])) for k in ("train", "test", "val"))
+    train, test, val = sorted(source.train), sorted(source.test), sorted(source.val)
     if set(train) & set(test):
         raise InputError(
             meta_path, f"config lists scans {sorted(set(train) & set(test))} in both train and test"

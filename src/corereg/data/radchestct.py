@@ -187,7 +187,7 @@ def split_by_prefix(pairs: list[dict]) -> list[dict]:
 PAIR_FIELDS = ["patient", "fixed", "moving", "split"]
 
 
-def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
+def fetch(source, out, dataset: str = "radchest", log=print) -> Path:
     """Metadata first, then only the scans the pair list needs, from the Zenodo record.
 
     ``out`` (the rule's output) receives ``pairs.csv`` (with split, rule and seed in
@@ -196,19 +196,19 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
     """
     import json
 
-    from corereg.data.sources import download, network_settings, token_from_env, zenodo_files
+    from corereg.data.settings import SourceSettings
+    from corereg.data.sources import download, token_from_env, zenodo_files
     from corereg.io import atomic_dir
 
     out = Path(out)
-    record = str(source.get("record") or "")
+    source = SourceSettings.of(source, f"datasets.{dataset}.source")
+    record = source.record
     if not record:
         raise CoreregError(f"datasets.{dataset}.source: no Zenodo 'record'")
-    token = token_from_env(source.get("token_env"), required=True, what=f"Zenodo record {record}")
-    api = source.get("api", "https://zenodo.org/api")
-    net = network_settings(source)
+    token = token_from_env(source.token_env, required=True, what=f"Zenodo record {record}")
+    net = source.network()
     files = {
-        f.name: f
-        for f in zenodo_files(record, api=api, token=token, timeout=net.get("timeout", 60.0))
+        f.name: f for f in zenodo_files(record, api=source.api, token=token, timeout=source.timeout)
     }
     for name in (METADATA, SUMMARY):
         if name not in files:
@@ -217,17 +217,14 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
     for name in (METADATA, SUMMARY):
         f = files[name]
         download(f.url, cache / name, size=f.size, md5=f.md5, token=token, log=log, **net)
-    pairs = longitudinal_pairs(
-        cache / METADATA, cache / SUMMARY, source.get("pair_rule", "first_two")
-    )
-    how = source.get("split", "seeded")
+    pairs = longitudinal_pairs(cache / METADATA, cache / SUMMARY, source.pair_rule)
+    how = source.split
     if how == "seeded":
-        pairs = split_by_patient(
-            pairs,
-            int(source["n_train_pairs"]),
-            int(source["n_test_pairs"]),
-            int(source.get("seed", 0)),
-        )
+        if source.n_train_pairs is None or source.n_test_pairs is None:
+            raise CoreregError(
+                f"datasets.{dataset}.source: the seeded split needs n_train_pairs and n_test_pairs"
+            )
+        pairs = split_by_patient(pairs, source.n_train_pairs, source.n_test_pairs, source.seed)
     elif how == "prefix_v2":
         pairs = split_by_prefix(pairs)
     else:
@@ -257,9 +254,9 @@ def fetch(source: dict, out, dataset: str = "radchest", log=print) -> Path:
             json.dumps(
                 {
                     "record": record,
-                    "pair_rule": source.get("pair_rule", "first_two"),
+                    "pair_rule": source.pair_rule,
                     "split": how,
-                    "seed": source.get("seed", 0),
+                    "seed": source.seed,
                     "counts": counts,
                     "scans": len(scans),
                     "paper": {"pairs": 371, "train": 300, "test": 71},

@@ -42,6 +42,12 @@ CHUNK = (
     64 * 1024
 )  # larger chunks lost a partial chunk on disconnects (seen on real cluster file systems)
 
+# Download defaults (a dataset's source may set timeout, retries and backoff)
+TIMEOUT_S = 60.0  # seconds to wait for a connection or for data
+RETRIES = 5  # retries after a connection error or a 5xx answer
+BACKOFF_S = 2.0  # seconds before the first retry, doubled at each further one
+ZENODO_API = "https://zenodo.org/api"
+
 
 class DownloadError(CoreregError):
     """One clear message naming the file (never the token)."""
@@ -146,11 +152,6 @@ class _Progress:
             self.bar.close()
 
 
-def network_settings(source: dict) -> dict:
-    """The download keywords a dataset source may set (timeout, retries, backoff)."""
-    return {k: source[k] for k in ("timeout", "retries", "backoff") if source.get(k) is not None}
-
-
 def download(
     url: str,
     dest,
@@ -160,9 +161,9 @@ def download(
     token: str | None = None,
     token_query: str | None = None,
     lock: ChecksumLock | None = None,
-    retries: int = 5,
-    backoff: float = 2.0,
-    timeout: float = 60.0,
+    retries: int = RETRIES,
+    backoff: float = BACKOFF_S,
+    timeout: float = TIMEOUT_S,
     log=print,
     session=None,
 ) -> Path:
@@ -323,9 +324,9 @@ def _verified(path: Path, size: int | None, md5: str | None) -> bool:
 
 def zenodo_files(
     record: str,
-    api: str = "https://zenodo.org/api",
+    api: str = ZENODO_API,
     token: str | None = None,
-    timeout: float = 60.0,
+    timeout: float = TIMEOUT_S,
     session=None,
 ) -> list[RemoteFile]:
     """The files of a Zenodo record: name, size, md5 and content URL (records API)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from corereg.data.settings import TotalSegSettings
 from corereg.errors import CoreregError, InputError
 from corereg.io import atomic_dir, save_nifti
 
@@ -91,16 +92,18 @@ def remap(
     return into
 
 
-def check(cfg: dict) -> list[str]:
-    """What is missing before a long labelling job (empty: ready)."""
+def check(cfg) -> list[str]:
+    """What is missing before a long labelling job (empty: ready); ``cfg``: the source's
+    ``totalsegmentator`` settings."""
+    cfg = TotalSegSettings.of(cfg)
     problems = []
-    if cfg.get("precomputed"):
-        if not Path(cfg["precomputed"]).is_dir():
+    if cfg.precomputed:
+        if not Path(cfg.precomputed).is_dir():
             problems.append(
-                f"precomputed TotalSegmentator labels: folder {cfg['precomputed']} does not exist"
+                f"precomputed TotalSegmentator labels: folder {cfg.precomputed} does not exist"
             )
         return problems
-    version = str(cfg.get("version", "1.5.7"))
+    version = cfg.version
     try:
         import totalsegmentator.python_api  # noqa: F401
     except ImportError:
@@ -136,7 +139,7 @@ def check(cfg: dict) -> list[str]:
             "then copy the folder to the nodes and set TOTALSEG_HOME_DIR (or TOTALSEG_WEIGHTS_PATH)"
         )
     if not version.startswith("1."):
-        env = cfg.get("licence_env", "TOTALSEG_LICENSE")
+        env = cfg.licence_env
         if not os.environ.get(env):
             problems.append(
                 f"heartchambers_highres needs a TotalSegmentator licence: export {env}=aca_... "
@@ -154,11 +157,12 @@ def check(cfg: dict) -> list[str]:
     return problems
 
 
-def label(converted, out, cfg: dict, log=print) -> Path:
+def label(converted, out, cfg, log=print) -> Path:
     """Label every converted scan; write ``labelsTr/RadChestCT_<scan>_0000.nii.gz`` (uint8, ids 1-22)."""
     converted, out = Path(converted), Path(out)
-    version = str(cfg.get("version", "1.5.7"))
-    pre = Path(cfg["precomputed"]) if cfg.get("precomputed") else None
+    cfg = TotalSegSettings.of(cfg)
+    version = cfg.version
+    pre = Path(cfg.precomputed) if cfg.precomputed else None
     if pre is None:
         problems = [p for p in check(cfg) if not p.startswith("no CUDA")]
         if problems:
@@ -201,7 +205,7 @@ def _load_precomputed(folder: Path, scan: str, task: str, img) -> np.ndarray:
 
 
 def _run_totalsegmentator(
-    img_path: Path, task: str, version: str, cfg: dict
+    img_path: Path, task: str, version: str, cfg: TotalSegSettings
 ) -> np.ndarray:  # pragma: no cover
     """One TotalSegmentator call (needs the tool, its weights and, for v2 heart chambers, a licence)."""
     import tempfile
@@ -210,9 +214,9 @@ def _run_totalsegmentator(
 
     kwargs = {"ml": True, "task": task}  # file in, file out: the form both API versions accept
     if not version.startswith("1."):
-        kwargs.update(device=cfg.get("device", "gpu"), quiet=True)
+        kwargs.update(device=cfg.device, quiet=True)
         if task == "heartchambers_highres":
-            kwargs["license_number"] = os.environ.get(cfg.get("licence_env", "TOTALSEG_LICENSE"))
+            kwargs["license_number"] = os.environ.get(cfg.licence_env)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "seg.nii.gz"
         totalsegmentator(str(img_path), str(out), **kwargs)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from corereg.device import synchronize
+from corereg.params import EngineParams
 from corereg.registration import fastwarp
 from corereg.registration.fields import avg3, identity_grid
 
@@ -42,9 +43,9 @@ def adam_refine(
     feat_fix,
     feat_mov,
     field,
-    reg_fac=1.0,
-    p: dict | None = None,
-    impl: str = "auto",
+    reg_fac: float,
+    p: EngineParams,
+    impl: str | None = None,
     history: list | None = None,
     timings: dict | None = None,
 ) -> torch.Tensor:
@@ -56,9 +57,8 @@ def adam_refine(
     smoothed by three more box filters.  ``timings`` (a dict) receives ``steps_s``, the
     seconds of the optimisation loop alone (its set-up excluded).
     """
-    p = p or {}
-    iters, lr, gs = p.get("adam_iters", 50), p.get("adam_lr", 1.0), p.get("adam_grid_sp", 2)
-    lam, cost_scale = p.get("adam_lambda", 0.65), p.get("adam_cost_scale", 12.0)
+    iters, lr, gs = p.adam_iters, p.adam_lr, p.adam_grid_sp
+    lam, cost_scale = p.adam_lambda, p.adam_cost_scale
     big, small = field.shape[2:], tuple(n // gs for n in field.shape[2:])
     dev = field.device
     hr_scale = torch.tensor([(n - 1) / 2.0 for n in big], device=dev).view(1, 3, 1, 1, 1)
@@ -69,7 +69,7 @@ def adam_refine(
     opt = torch.optim.Adam([theta], lr=lr)
     grid0 = identity_grid(small, dev)
     feat_fix, feat_mov = feat_fix.float(), feat_mov.float()
-    impl = adam_impl_for(dev, impl)
+    impl = adam_impl_for(dev, impl or p.adam_impl)
     if impl == "fused":
         mov_cl, fix_cl = fastwarp.channels_last(feat_mov), fastwarp.channels_last(feat_fix)
         ssd = lambda grid: fastwarp.warp_ssd(mov_cl, fix_cl, grid, small)  # noqa: E731

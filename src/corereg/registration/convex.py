@@ -12,6 +12,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from corereg.params import EngineParams
 from corereg.registration.fields import avg3, warp
 
 
@@ -73,30 +74,23 @@ def _half_grid_scale(shape, device, dtype) -> torch.Tensor:
     )
 
 
-def optimise(feat_fix, feat_mov, out_shape, ice: bool, p: dict) -> torch.Tensor:
+def optimise(feat_fix, feat_mov, out_shape, ice: bool, p: EngineParams) -> torch.Tensor:
     """H: features at 1/8 -> normalised (x, y, z) field on ``out_shape``, in float32 even
     inside an autocast region (the soft-argmin over 125 labels is fragile in fp16)."""
     with torch.autocast(device_type=feat_fix.device.type, enabled=False):
         return _optimise(feat_fix.float(), feat_mov.float(), out_shape, ice, p)
 
 
-def _optimise(feat_fix, feat_mov, out_shape, ice: bool, p: dict) -> torch.Tensor:
-    labels = offsets(p.get("disp_hw", 2), feat_fix.device)
-    kw = {
-        "radius": p.get("disp_hw", 2),
-        "scale": p.get("feat_scale", 5.0),
-        "cost": p.get("cost", "sad"),
-    }
-    cc = {
-        "beta": p.get("softargmin_beta", 20.0),
-        "weights": tuple(p.get("coupling_weights", (0.003, 0.03, 0.3))),
-    }
+def _optimise(feat_fix, feat_mov, out_shape, ice: bool, p: EngineParams) -> torch.Tensor:
+    labels = offsets(p.disp_hw, feat_fix.device)
+    kw = {"radius": p.disp_hw, "scale": p.feat_scale, "cost": p.cost}
+    cc = {"beta": p.softargmin_beta, "weights": p.coupling_weights}
     u = coupled_convex(cost_volume(feat_fix, feat_mov, **kw), labels, **cc)
     scale = _half_grid_scale(u.shape[2:], u.device, u.dtype)
     u = (u / scale).flip(1)
     if ice:
         b = coupled_convex(cost_volume(feat_mov, feat_fix, **kw), labels, **cc)
-        u = inverse_consistency(u, (b / scale).flip(1), p.get("ice_iters", 15))
+        u = inverse_consistency(u, (b / scale).flip(1), p.ice_iters)
     u = avg3(F.interpolate(u, scale_factor=2, mode="trilinear", align_corners=False), 2)
     u = avg3(F.interpolate(u, scale_factor=2, mode="trilinear", align_corners=False), 2)
     if tuple(u.shape[2:]) != tuple(out_shape):

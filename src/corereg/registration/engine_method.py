@@ -14,6 +14,7 @@ import torch
 
 from corereg.device import synchronize, warm_up
 from corereg.evaluation import sdlogj_code_normalized
+from corereg.params import ENGINE_KEYS, DatasetSettings, EngineParams
 from corereg.registration import network
 from corereg.registration.fields import to_voxels
 from corereg.registration.methods import Method
@@ -21,9 +22,9 @@ from corereg.registration.pipeline import adam_field, check_shape, network_field
 
 
 class Engine(Method):
-    """``params``: the engine constants (config ``engine`` + method params) plus the dataset's
-    ``clamp_eval`` and ``sdlogj_band``; test-time keys ``test_adam``, ``reg_fac_search``,
-    ``reg_fac_start``, ``reg_fac_step``, ``reg_fac_max_rounds``."""
+    """``params``: engine constants (config ``engine`` + method params; keys left out are
+    the checkpoint's training settings) plus the dataset's ``clamp_eval`` and
+    ``sdlogj_band``.  Test time reads ``test_adam`` and the ``reg_fac_*`` search keys."""
 
     needs_checkpoint = True
     kind = "engine"
@@ -31,40 +32,37 @@ class Engine(Method):
     def __init__(self, params, device, checkpoint=None, seed=0):
         super().__init__(params, device, checkpoint, seed)
         self.net, self.ckpt = network.load_checkpoint(checkpoint, device)
-        # The checkpoint's training settings are the defaults; explicit params override them.
-        self.params = {**(self.ckpt.get("params") or {}), **self.params}
-        self.chosen_reg_fac = float(self.params.get("reg_fac_start", 10.0))
+        given = dict(self.params)
+        self.dataset = DatasetSettings.from_mapping(
+            {k: given.pop(k) for k in ("clamp_eval", "sdlogj_band") if k in given}
+        )
+        # The checkpoint's training settings fill the keys left out; given keys override them.
+        trained = self.ckpt.get("params", {})  # stage checkpoints carry none
+        self.p = EngineParams.from_mapping(
+            {**{k: v for k, v in trained.items() if k in ENGINE_KEYS}, **given}, "engine params"
+        )
+        self.params = self.p.to_dict()
+        self.chosen_reg_fac = self.p.reg_fac_start
 
     # -- the two halves of the protocol --------------------------------------------
     def _inputs(self, fixed, moving):
         check_shape(fixed.shape, "engine input")
-        clamp = self.params.get("clamp_eval")
+        clamp = self.dataset.clamp_eval
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].to(self.device)  # noqa: E731
         self._hu = (to(fixed), to(moving))  # kept for adam_feat: mind
-        return prepare_input(self._hu[0], self.params, clamp), prepare_input(
-            self._hu[1], self.params, clamp
-        )
+        return prepare_input(self._hu[0], self.p, clamp), prepare_input(self._hu[1], self.p, clamp)
 
     def _net_field(self, fx, mv):
-        return network_field(
-            self.net,
-            fx,
-            mv,
-            self.params,
-            self.params.get("ice", True),
-            self.params.get("clamp_eval"),
-        )
+        return network_field(self.net, fx, mv, self.p, self.p.ice, self.dataset.clamp_eval)
 
     def _adam(self, fx, mv, field, reg_fac, index, timings=None):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + index)
-        return adam_field(
-            self.net, fx, mv, field, reg_fac, self.params, gen, self._hu, timings=timings
-        )
+        return adam_field(self.net, fx, mv, field, reg_fac, self.p, gen, self._hu, timings=timings)
 
     def register(self, fixed, moving):
         fx, mv = self._inputs(fixed, moving)
         field = self._net_field(fx, mv)
-        if self.params.get("test_adam", True):
+        if self.p.test_adam:
             field = self._adam(fx, mv, field, self.chosen_reg_fac, 0)
         return to_voxels(field).cpu().numpy()
 
@@ -75,7 +73,7 @@ class Engine(Method):
         Each pair's images are decoded once: the HU volumes and the network field are
         kept in a temporary folder for the rounds, and only the last round's fields are
         written as Learn2Reg files."""
-        p = self.params
+        p = self.p
         with tempfile.TemporaryDirectory(prefix="corereg-engine-") as tmp:
             net_secs, cache = [], []
             for k, pair in enumerate(pairs):
@@ -88,13 +86,13 @@ class Engine(Method):
                 field = self._net_field(fx, mv)
                 synchronize(self.device)
                 net_secs.append(time.perf_counter() - t0)
-                if not p.get("test_adam", True):
+                if not p.test_adam:
                     save(pair, to_voxels(field).cpu().numpy(), affine)
                     continue
                 path = Path(tmp) / f"{k}.pt"
                 torch.save({"field": field.cpu(), "hu": tuple(h.cpu() for h in self._hu)}, path)
                 cache.append((path, affine))
-            if not p.get("test_adam", True):
+            if not p.test_adam:
                 return [
                     {
                         "fixed": q["fixed"],
@@ -137,8 +135,7 @@ class Engine(Method):
     def _search(self, pairs, cache, net_secs):
         """The reg_fac search of the paper's test protocol (:func:`search_reg_fac`) over the
         cached pairs; the last round's Adam fields are the ones written."""
-        p = self.params
-        band = p.get("sdlogj_band")
+        p, band = self.p, self.dataset.sdlogj_band
         secs = {}
 
         def round_at(reg_fac: float) -> float:
@@ -148,10 +145,10 @@ class Engine(Method):
 
         res = search_reg_fac(
             round_at,
-            start=float(p.get("reg_fac_start", 10.0)),
-            step=float(p.get("reg_fac_step", 2.5)),
-            band=band if p.get("reg_fac_search", True) else None,
-            max_rounds=int(p.get("reg_fac_max_rounds", 12)),
+            start=p.reg_fac_start,
+            step=p.reg_fac_step,
+            band=band if p.reg_fac_search else None,
+            max_rounds=p.reg_fac_max_rounds,
         )
         if res.status == "out_of_band":
             print(
@@ -174,7 +171,7 @@ class Engine(Method):
                 "net_seconds": n,
                 "adam_seconds": a,
                 "adam_step_seconds": st,  # the loop alone; the rest is its set-up (G2, features)
-                "adam_iters": int(p.get("adam_iters", 50)),
+                "adam_iters": p.adam_iters,
                 "search_rounds": len(res.history),
             }
             for q, n, a, st in zip(pairs, net_secs, secs["adam"], self._step_secs, strict=True)

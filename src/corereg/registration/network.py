@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from corereg.errors import InputError
+from corereg.params import EngineParams
 
 
 class FeatureNet(nn.Sequential):
@@ -56,12 +57,8 @@ class FeatureNet(nn.Sequential):
         return c4
 
 
-def build(params: dict) -> FeatureNet:
-    return FeatureNet(
-        params.get("feat_channels", (32, 64, 128, 128)),
-        params.get("feat_strides", (2, 1, 2, 1)),
-        params.get("proj_channels", (128, 16)),
-    )
+def build(params: EngineParams) -> FeatureNet:
+    return FeatureNet(params.feat_channels, params.feat_strides, params.proj_channels)
 
 
 def load_checkpoint(path, device) -> tuple[FeatureNet, dict]:

@@ -9,6 +9,9 @@ from corereg.evaluation import warp_labels
 from corereg.io import load_field
 from corereg.report.figures import fig3
 
+# the HU display window of a dataset that sets no ``window``
+SOFT_TISSUE_WINDOW = (-200, 300)
+
 
 def fig3_from_spec(spec: dict, out_prefix) -> None:
     """``spec['panels']``: per dataset the prepared folder, pair index, window and
@@ -16,7 +19,7 @@ def fig3_from_spec(spec: dict, out_prefix) -> None:
     panels = []
     for ds in spec["panels"]:
         m = load_manifest(ds["data"])
-        pair = m.pairs("test")[ds.get("pair_index", 0)]
+        pair = m.pairs("test")[ds["pair_index"]]
         fixed, _ = m.load_image(pair["fixed"])
         moving, _ = m.load_image(pair["moving"])
         fl, ml = m.load_labels(pair["fixed"]), m.load_labels(pair["moving"])
@@ -39,7 +42,7 @@ def fig3_from_spec(spec: dict, out_prefix) -> None:
                 "moving": moving,
                 "fixed_lab": fl,
                 "moving_lab": ml,
-                "window": ds.get("window", [-200, 300]),
+                "window": ds["window"] or SOFT_TISSUE_WINDOW,
                 "n_labels": max(m.labels),
                 "methods": methods,
                 "spacing": m.spacing,

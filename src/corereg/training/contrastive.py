@@ -34,14 +34,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from corereg.params import EngineParams
 from corereg.training.augment import affine_grid, augment_image, draw_affines
 
 
 # ----------------------------------------------------------------------------- weight
-def cl_weight(i: int, total: int, p: dict) -> float:
+def cl_weight(i: int, total: int, p: EngineParams) -> float:
     """α at iteration i of T: constant α, or the code's linear decay α·(1 − i/T)."""
-    alpha = float(p.get("cl_weight", 10.0))
-    if p.get("cl_weight_schedule", "linear_decay") == "constant":
+    alpha = p.cl_weight
+    if p.cl_weight_schedule == "constant":
         return alpha
     return alpha * (1.0 - i / max(total, 1))
 
@@ -74,7 +75,7 @@ def _border_ok(idx: torch.Tensor, shape, border: int) -> torch.Tensor:
 
 
 def sample_locations(
-    image: torch.Tensor, feat_shape, n: int, p: dict, generator: torch.Generator
+    image: torch.Tensor, feat_shape, n: int, p: EngineParams, generator: torch.Generator
 ) -> torch.Tensor:
     """(k, 3) feature-grid indices in the foreground (input > cl_fg_threshold) away from the border.
 
@@ -83,8 +84,7 @@ def sample_locations(
     ``paper_era``: full-resolution foreground voxels divided by the stride, so each
     feature voxel appears once per foreground voxel; n entries drawn without replacement.
     """
-    thr, border = p.get("cl_fg_threshold", -1.5), int(p.get("cl_border", 5))
-    variant = p.get("cl_sampling_variant", "fixed")
+    thr, border, variant = p.cl_fg_threshold, p.cl_border, p.cl_sampling_variant
     if variant == "fixed":
         small = F.interpolate(image, size=tuple(feat_shape), mode="trilinear", align_corners=False)
         idx = torch.nonzero(small[0, 0] > thr)
@@ -111,7 +111,7 @@ def gather(features: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- InfoNCE
-def info_nce(a: list[torch.Tensor], b: list[torch.Tensor], p: dict) -> torch.Tensor:
+def info_nce(a: list[torch.Tensor], b: list[torch.Tensor], p: EngineParams) -> torch.Tensor:
     """InfoNCE over groups (one per image) of matched rows of view A and view B.
 
     ``view_b_batch`` (code): one N×N problem over all groups, anchors A, keys B.
@@ -119,13 +119,13 @@ def info_nce(a: list[torch.Tensor], b: list[torch.Tensor], p: dict) -> torch.Ten
     a_k and b_k for k ≠ j.  ``cl_normalize`` L2-normalises vectors (cosine);
     ``cl_reduction`` takes the mean or the sum over anchors.
     """
-    tau = float(p.get("cl_temperature", 0.1))
-    if p.get("cl_normalize", True):
+    tau = p.cl_temperature
+    if p.cl_normalize:
         a = [F.normalize(x.float(), dim=1) for x in a]
         b = [F.normalize(x.float(), dim=1) for x in b]
     else:
         a, b = [x.float() for x in a], [x.float() for x in b]
-    negatives = p.get("cl_negatives", "view_b_batch")
+    negatives = p.cl_negatives
     if negatives == "view_b_batch":
         qa, kb = torch.cat(a), torch.cat(b)
         logits = qa @ kb.T / tau
@@ -145,13 +145,13 @@ def info_nce(a: list[torch.Tensor], b: list[torch.Tensor], p: dict) -> torch.Ten
         losses = torch.cat(losses)
     else:
         raise ValueError(f"cl_negatives must be 'view_b_batch' or 'both_views', not '{negatives}'")
-    return losses.sum() if p.get("cl_reduction", "mean") == "sum" else losses.mean()
+    return losses.sum() if p.cl_reduction == "sum" else losses.mean()
 
 
 # ----------------------------------------------------------------------------- the loss
-def _base(net, images: torch.Tensor, p: dict) -> torch.Tensor:
+def _base(net, images: torch.Tensor, p: EngineParams) -> torch.Tensor:
     """G's conv4 output of the original images (the source of view B)."""
-    if p.get("cl_view_b_grad", True):
+    if p.cl_view_b_grad:
         return net.conv4(images)
     with torch.no_grad():
         return net.conv4(images)
@@ -163,23 +163,20 @@ def move_features(base: torch.Tensor, affines) -> torch.Tensor:
     return F.grid_sample(base, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def check_params(p: dict) -> None:
+def check_params(p: EngineParams) -> None:
     """Reject contrastive settings that are named in the config but not implemented."""
     from corereg.errors import CoreregError, NotImplementedYet
 
-    aug = p.get("cl_aug", {})
-    if aug.get("deformable"):
+    aug = p.cl_aug
+    if aug.deformable:
         raise NotImplementedYet(
             "the code-only deformable contrastive view (engine.cl_aug.deformable)"
         )
-    if p.get("cl_feature_layer", "conv4_pre_bn") != "conv4_pre_bn":
+    if p.cl_feature_layer != "conv4_pre_bn":
         raise NotImplementedYet(
-            f"engine.cl_feature_layer '{p['cl_feature_layer']}' (only conv4_pre_bn)"
+            f"engine.cl_feature_layer '{p.cl_feature_layer}' (only conv4_pre_bn)"
         )
-    mode = p.get("cl_views", "separate")
-    if mode not in ("separate", "listing1"):
-        raise CoreregError(f"engine.cl_views must be 'separate' or 'listing1', not '{mode}'")
-    if mode == "listing1" and (aug.get("intensity") or not aug.get("geometric", True)):
+    if p.cl_views == "listing1" and (aug.intensity or not aug.geometric):
         raise CoreregError(
             "engine.cl_views 'listing1' takes view A from the registration input, which has only "
             "the geometric augmentation: it needs cl_aug {geometric: true, intensity: false}"
@@ -188,7 +185,7 @@ def check_params(p: dict) -> None:
 
 def view_a_input(
     images: torch.Tensor,
-    p: dict,
+    p: EngineParams,
     generator: torch.Generator,
     strength: float,
     pad: str,
@@ -196,11 +193,11 @@ def view_a_input(
 ) -> tuple[torch.Tensor, list | None]:
     """The augmented images whose conv4 output is view A (intensity, then the affine move),
     and the affines used (None without the geometric augmentation)."""
-    aug = p.get("cl_aug", {"geometric": True, "intensity": False})
+    aug = p.cl_aug
     x = images
-    if aug.get("intensity"):
+    if aug.intensity:
         x = torch.cat([bezier_intensity(img[None], generator) for img in images])
-    if not aug.get("geometric", True):
+    if not aug.geometric:
         return x, None
     if affines is None:
         affines = [draw_affines(strength, generator).a1 for _ in range(len(images))]
@@ -214,7 +211,7 @@ def view_a_input(
     return moved, affines
 
 
-def view_b(net, images: torch.Tensor, p: dict, affines) -> torch.Tensor:
+def view_b(net, images: torch.Tensor, p: EngineParams, affines) -> torch.Tensor:
     """View B: the original images' conv4 output, moved by the view-A affines (if any)."""
     base = _base(net, images, p)
     return base if affines is None else move_features(base, affines)
@@ -223,7 +220,7 @@ def view_b(net, images: torch.Tensor, p: dict, affines) -> torch.Tensor:
 def views(
     net,
     images: torch.Tensor,
-    p: dict,
+    p: EngineParams,
     generator: torch.Generator,
     strength: float,
     pad: str,
@@ -240,7 +237,7 @@ def views(
 
 
 def contrastive_loss(
-    net, pairs: list[tuple[torch.Tensor, torch.Tensor]], p: dict, generator: torch.Generator
+    net, pairs: list[tuple[torch.Tensor, torch.Tensor]], p: EngineParams, generator: torch.Generator
 ) -> torch.Tensor:
     """L_c over a batch of (fixed, moving) network inputs, with independent affine draws
     (A1 for the fixed image, A2 = A2raw·A1 for the moving one, strength ``aug_strength_cl``);
@@ -249,7 +246,7 @@ def contrastive_loss(
     The passes run in the released code's order (fixed augmented, moving augmented, fixed
     original, moving original): in training mode each pass updates BatchNorm's running
     statistics, which the network then uses in evaluation mode."""
-    strength, pad = float(p.get("aug_strength_cl", 0.02)), p.get("pad_value_aug", "minimum")
+    strength, pad = p.aug_strength_cl, p.pad_value_aug
     affs = [draw_affines(strength, generator) for _ in pairs]
     fixed = torch.cat([f for f, _ in pairs])
     moving = torch.cat([m for _, m in pairs])
@@ -266,7 +263,7 @@ def contrastive_loss_listing1(
     view_a_moving: torch.Tensor,
     pairs: list[tuple[torch.Tensor, torch.Tensor]],
     affines,
-    p: dict,
+    p: EngineParams,
     generator: torch.Generator,
 ) -> torch.Tensor:
     """L_c with the paper's Listing 1 views: view A is the registration forward's conv4
@@ -279,14 +276,14 @@ def contrastive_loss_listing1(
     return _sampled_loss(view_a_fixed, fb, view_a_moving, mb, fixed, moving, p, generator)
 
 
-def _sampled_loss(fa, fb, ma, mb, fixed, moving, p, generator) -> torch.Tensor:
-    n = int(p.get("cl_num_samples", 1000))
+def _sampled_loss(fa, fb, ma, mb, fixed, moving, p: EngineParams, generator) -> torch.Tensor:
+    n = p.cl_num_samples
     shape = fa.shape[2:]
     pairs = range(len(fixed))
     ga, gb = [], []
     for k in pairs:
         loc_f = sample_locations(fixed[k : k + 1], shape, n, p, generator)
-        if p.get("cl_sampling_variant", "fixed") == "paper_era":
+        if p.cl_sampling_variant == "paper_era":
             loc_m = loc_f[
                 torch.randperm(len(loc_f), generator=generator, device="cpu").to(loc_f.device)
             ]

@@ -22,9 +22,10 @@ import torch
 
 from corereg.data.manifest import Manifest, train_val_pairs
 from corereg.device import amp_active, seed_everything
-from corereg.errors import CoreregError, NotImplementedYet
+from corereg.errors import NotImplementedYet
 from corereg.io import atomic_path, write_csv, write_json
 from corereg.measure import PhaseClock, costs_record
+from corereg.params import DatasetSettings, EngineParams
 from corereg.registration import network
 from corereg.registration.fields import warp
 from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
@@ -104,7 +105,7 @@ class Trainer:
     def __init__(
         self,
         data: TrainData,
-        params: dict,
+        params: EngineParams,
         seed: int,
         device: torch.device,
         out_dir: Path,
@@ -112,23 +113,18 @@ class Trainer:
         log=print,
         clamp_train=None,
     ):
-        if params.get("ema"):
+        if params.ema:
             raise NotImplementedYet("the EMA teacher option (engine.ema)")
         self.d, self.p, self.seed, self.device = data, params, seed, device
         self.out, self.clamp, self.log = Path(out_dir), clamp_eval, log
-        self.checkpoint = Checkpoint(self.out, {"params": params, "seed": seed})
+        self.checkpoint = Checkpoint(self.out, {"params": params.to_dict(), "seed": seed})
         self.clamp_train = clamp_train
-        self.stages, self.ips = int(params["stages"]), int(params["iters_per_stage"])
-        mode = params.get("contrastive_mode", "joint")
-        if mode not in ("joint", "pretrain_frozen"):
-            raise CoreregError(
-                f"contrastive_mode must be 'joint' or 'pretrain_frozen', not '{mode}'"
-            )
-        self._joint = bool(params.get("contrastive")) and mode == "joint"
-        self._frozen = bool(params.get("contrastive")) and mode == "pretrain_frozen"
-        if params.get("contrastive"):
+        self.stages, self.ips = params.stages, params.iters_per_stage
+        self._joint = params.joint_contrastive
+        self._frozen = params.contrastive and params.contrastive_mode == "pretrain_frozen"
+        if params.contrastive:
             check_params(params)
-        self._listing1 = self._joint and params.get("cl_views", "separate") == "listing1"
+        self._listing1 = self._joint and params.cl_views == "listing1"
         self.last_cl = float("nan")
         self.total = self.stages * self.ips
         self.rows: list[dict] = []
@@ -138,21 +134,21 @@ class Trainer:
     def _fresh_optim(self):
         p = self.p
         self.opt = torch.optim.Adam(
-            [q for q in self.net.parameters() if q.requires_grad], lr=p["lr_max"]
+            [q for q in self.net.parameters() if q.requires_grad], lr=p.lr_max
         )
-        if p.get("lr_schedule", "cosine_warm_restarts") == "cosine_warm_restarts":
+        if p.lr_schedule == "cosine_warm_restarts":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-                self.opt, T_0=self.ips, T_mult=1, eta_min=p["lr_min"]
+                self.opt, T_0=self.ips, T_mult=1, eta_min=p.lr_min
             )
         else:
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.opt, T_max=self.total, eta_min=p["lr_min"]
+                self.opt, T_max=self.total, eta_min=p.lr_min
             )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._amp)
 
     @property
     def _amp(self) -> bool:
-        return amp_active(self.device, self.p.get("amp", True))
+        return amp_active(self.device, self.p.amp)
 
     def _init_fresh(self):
         seed_everything(self.seed)
@@ -175,17 +171,17 @@ class Trainer:
 
     def _pretrain_g(self) -> None:
         p = self.p
-        iters = int(p.get("cl_pretrain_iters", self.total))
-        opt = torch.optim.Adam(self.net.parameters(), lr=p["lr_max"])
+        iters = p.cl_pretrain_iters
+        opt = torch.optim.Adam(self.net.parameters(), lr=p.lr_max)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=max(iters, 1), eta_min=p["lr_min"]
+            opt, T_max=max(iters, 1), eta_min=p.lr_min
         )
         self.net.train()
         t0 = time.perf_counter()
         for i in range(iters):
             idx = torch.multinomial(
                 torch.ones(len(self.d.train_pairs), device="cpu"),
-                int(p.get("batch_size", 2)),
+                p.batch_size,
                 replacement=True,
                 generator=self.gens["sample"],
             )
@@ -280,18 +276,18 @@ class Trainer:
                 fx,
                 mv,
                 self.p,
-                ice=self.p.get("ice", True),
+                ice=self.p.ice,
                 clamp=self.clamp,
-                use_adam=self.p.get("use_adam_for_labels", True),
-                reg_fac=self.p.get("reg_fac_train", 1.0),
+                use_adam=self.p.use_adam_for_labels,
+                reg_fac=self.p.reg_fac_train,
                 generator=self.gens["proj"],
             )
             noadam.append(half(res.net).cpu())
             adam.append(half(res.adam if res.adam is not None else res.net).cpu())
         noadam, adam = torch.cat(noadam), torch.cat(adam)
         self.labels = adam
-        use_q = self.p.get("difficulty_sampling", True) and self.p.get("use_adam_for_labels", True)
-        crop = int(self.p.get("label_crop_border", 8))
+        use_q = self.p.difficulty_sampling and self.p.use_adam_for_labels
+        crop = self.p.label_crop_border
         self.weights = (
             rank_weights(difficulty(noadam, adam, self.d.shape, crop))
             if use_q
@@ -317,7 +313,7 @@ class Trainer:
                 ice=True,
                 clamp=self.clamp,
                 use_adam=True,
-                reg_fac=self.p.get("reg_fac_val", 1.0),
+                reg_fac=self.p.reg_fac_val,
                 generator=self.gens["proj"],
             )
             fl, ml = self.d.labels[f].to(self.device), self.d.labels[m].to(self.device).float()
@@ -335,7 +331,7 @@ class Trainer:
         p = self.p
         idx = torch.multinomial(
             self.weights,
-            int(p.get("batch_size", 2)),
+            p.batch_size,
             replacement=True,
             generator=self.gens["sample"],
         )
@@ -348,10 +344,10 @@ class Trainer:
                     fx,
                     mv,
                     self.labels[k : k + 1].to(self.device),
-                    p.get("aug_strength_reg", 0.05),
+                    p.aug_strength_reg,
                     self.gens["aug"],
-                    p.get("aug_label_composition", "code"),
-                    p.get("pad_value_aug", "minimum"),
+                    p.aug_label_composition,
+                    p.pad_value_aug,
                     return_affines=True,
                 )
             affs.append(aff)
@@ -364,13 +360,13 @@ class Trainer:
         from corereg.registration import convex
 
         p = self.p
-        bn_quirk = p.get("bn_quirk", True) and i > 0 and i % self.ips == 0
+        bn_quirk = p.bn_quirk and i > 0 and i % self.ips == 0
         self.net.train(not bn_quirk)
         if self._frozen:
             self._freeze_g()
         fx, mv, target, originals, affs = self._batch()
         self.opt.zero_grad(set_to_none=True)
-        with autocast(self.device, p.get("amp", True)):
+        with autocast(self.device, p.amp):
             if self._listing1:  # keep the conv4 outputs: they are view A of the contrastive loss
                 c4f, c4m = self.net.conv4(fx), self.net.conv4(mv)
                 ff, fm = self.net.after_conv4(c4f), self.net.after_conv4(c4m)
@@ -378,19 +374,17 @@ class Trainer:
                 ff, fm = self.net(fx), self.net(mv)
         half_shape = tuple(n // 2 for n in self.d.shape)
         pred = convex.optimise(ff, fm, half_shape, False, p)
-        loss = registration_loss(
-            pred, target, self.d.shape, p.get("reg_loss", "epe"), p.get("label_crop_border", 8)
-        )
+        loss = registration_loss(pred, target, self.d.shape, p.reg_loss, p.label_crop_border)
         del ff, fm, pred
         self.last_cl = float("nan")
         # The separate form's contrastive passes share no activations with the registration
         # forward: backpropagating L_reg first frees its graph before they run (the gradients
         # add up to the same sum; only the order of the floating-point additions differs).
-        if self._joint and not self._listing1 and p.get("cl_backward", "split") == "split":
+        if self._joint and not self._listing1 and p.cl_backward == "split":
             self.scaler.scale(loss).backward()
             loss = loss.detach()  # the backward below then carries only the contrastive term
         if self._joint:
-            with autocast(self.device, p.get("amp", True)):
+            with autocast(self.device, p.amp):
                 if self._listing1:
                     lc = contrastive_loss_listing1(
                         self.net, c4f, c4m, originals, affs, p, self.gens["aug"]
@@ -410,8 +404,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if not self._resume():
             self._init_fresh()
-        reset = self.p.get("optimizer_reset_every")
-        val_every = int(self.p.get("val_every", 100))
+        reset = self.p.optimizer_reset_every
+        val_every = self.p.val_every
         t0 = time.perf_counter()
         if (
             self.total == 0
@@ -426,7 +420,7 @@ class Trainer:
                 }
             )
         for i in range(self.start, self.total):
-            if reset and i > 0 and i % int(reset) == 0:
+            if reset and i > 0 and i % reset == 0:
                 self._fresh_optim()
             lr = self.opt.param_groups[0]["lr"]
             with self.clock("train_iteration"):
@@ -460,7 +454,7 @@ class Trainer:
                 {
                     "model": self.net.state_dict(),
                     "arch": self.net.arch,
-                    "params": self.p,
+                    "params": self.p.to_dict(),
                     "seed": self.seed,
                     "stages": self.stages,
                     "iterations": self.total,
@@ -475,7 +469,7 @@ class Trainer:
                 self.device,
                 kind="engine",
                 shape=list(self.d.shape),
-                form=self.p.get("cl_views", "separate") if self._joint else "registration",
+                form=self.p.cl_views if self._joint else "registration",
                 train_pairs=len(self.d.train_pairs),
                 resumed_at=self.start,
             ),
@@ -490,18 +484,11 @@ def cosine_lr(i: int, ips: int, lr_max: float, lr_min: float) -> float:
 
 
 def train(manifest: Manifest, spec: dict, device: torch.device, out_dir, log=print) -> Path:
-    ds = spec["dataset"]
-    p = dict(spec["params"])
-    data = load_data(manifest, ds.get("eval_labels"), int(p.get("val_pairs", 4)))
+    ds = DatasetSettings.from_mapping(spec["dataset"])
+    p = EngineParams.from_mapping(spec["params"], "train job params")
+    data = load_data(manifest, ds.eval_labels, p.val_pairs)
     return Trainer(
-        data,
-        p,
-        int(spec["seed"]),
-        device,
-        Path(out_dir),
-        ds.get("clamp_eval"),
-        log,
-        ds.get("clamp_train"),
+        data, p, int(spec["seed"]), device, Path(out_dir), ds.clamp_eval, log, ds.clamp_train
     ).run()
 
 

@@ -15,7 +15,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from corereg.config import check_method_params, deep_merge
+from corereg.config import check_method_params, deep_merge, with_defaults
+from corereg.config import method_params as kind_params
+from corereg.data.settings import SourceSettings
 from corereg.errors import CoreregError
 
 TABLES = ("table1", "table2", "table3")
@@ -39,7 +41,9 @@ class Run:
 
 class Plan:
     def __init__(self, config: dict):
-        self.cfg = config
+        # the schema's defaults filled in (as Snakemake's validate does): absent optional
+        # keys read as their documented default everywhere below
+        self.cfg = with_defaults(config)
         self.results = config["results"].rstrip("/")
         self.data_root = config["data_root"].rstrip("/")
         self._costs: dict | None = None
@@ -72,27 +76,27 @@ class Plan:
                     raise CoreregError(
                         f"config: artifacts.{name}.datasets names the unknown dataset '{ds}'"
                     )
-            refs = [*art["rows"], *([art["reference"]] if art.get("reference") else [])]
+            refs = [*art["rows"], *([art["reference"]] if "reference" in art else [])]
             for row in refs:
                 m = row["method"]
                 if m not in self.cfg["methods"]:
                     raise CoreregError(f"config: artifacts.{name} names the unknown method '{m}'")
-                v = row.get("variant", "default")
-                if v != "default" and v not in (self.cfg["methods"][m].get("variants") or {}):
+                v = row["variant"]
+                if v != "default" and v not in self.cfg["methods"][m]["variants"]:
                     raise CoreregError(
                         f"config: artifacts.{name}: method '{m}' has no variant '{v}'"
                     )
         for name, m in self.cfg["methods"].items():
             for where, over in [
-                ("params", m.get("params") or {}),
-                *((f"variants.{v}", o) for v, o in (m.get("variants") or {}).items()),
+                ("params", m["params"]),
+                *((f"variants.{v}", o) for v, o in m["variants"].items()),
             ]:
                 # params and each variant's overrides obey the kind's schema (the engine's block)
                 check_method_params(m["kind"], over, f"config: methods.{name}.{where}")
         for name, m in self.cfg["methods"].items():
             bcv = self._deedsbcv(name)
-            if bcv is not None and m.get("enabled", True):
-                if not (bcv.get("source") or bcv.get("bin_dir")):
+            if bcv is not None and m["enabled"]:
+                if not (bcv["source"] or bcv["bin_dir"]):
                     raise CoreregError(
                         f"config: methods.{name}.params.implementation is deedsbcv: set params.deedsbcv.source "
                         "(a checkout of github.com/mattiaspaul/deedsBCV, built by the pipeline) or "
@@ -102,30 +106,32 @@ class Plan:
             if ds["source"]["kind"] not in (*REAL_SOURCES, "synthetic_abdomen", "synthetic_chest"):
                 raise CoreregError(f"config: datasets.{key}.source.kind is unknown")
 
+    def source(self, dataset: str) -> SourceSettings:
+        """A dataset's ``source``, typed."""
+        return SourceSettings.of(
+            self.cfg["datasets"][dataset]["source"], f"datasets.{dataset}.source"
+        )
+
     # ------------------------------------------------------------------ methods
     def method(self, name: str) -> dict:
         return self.cfg["methods"][name]
 
     def enabled(self, name: str) -> bool:
-        return bool(self.method(name).get("enabled", True))
+        return bool(self.method(name)["enabled"])
 
     def trainable(self, name: str) -> bool:
-        return bool(self.method(name).get("trainable", False))
+        return bool(self.method(name)["trainable"])
 
     def conda_env(self, name: str) -> str:
         """envs/<name>.yaml of a method's tool family (corereg unless the method names one)."""
-        return f"envs/{self.method(name).get('env', 'corereg')}.yaml"
+        return f"envs/{self.method(name)['env']}.yaml"
 
     def if_missing(self, name: str) -> str:
-        return self.method(name).get("if_missing", "report")
+        return self.method(name)["if_missing"]
 
     def label_env(self, dataset: str) -> str:
-        ts = self.cfg["datasets"][dataset]["source"].get("totalsegmentator") or {}
-        return (
-            "envs/totalseg_v1.yaml"
-            if str(ts.get("version", "1")).startswith("1")
-            else "envs/totalseg_v2.yaml"
-        )
+        version = self.source(dataset).totalsegmentator.version
+        return "envs/totalseg_v1.yaml" if version.startswith("1.") else "envs/totalseg_v2.yaml"
 
     def seeds_for(self, name: str) -> list[int]:
         seeds = list(self.cfg["seeds"])
@@ -134,9 +140,9 @@ class Plan:
     def method_params(self, name: str, variant: str = "default") -> dict:
         m = self.method(name)
         params = (
-            deep_merge(self.cfg.get("engine", {}), m.get("params") or {})
+            deep_merge(self.cfg["engine"], m["params"])
             if m["kind"] == "engine"
-            else dict(m.get("params") or {})
+            else dict(m["params"])
         )
         if variant != "default":
             params = deep_merge(params, m["variants"][variant])
@@ -145,24 +151,27 @@ class Plan:
     def weights(self, name: str) -> str | None:
         """Released weights the workflow downloads for a method (params.weights null and a
         params.weights_url), else None."""
-        params = self.method(name).get("params") or {}
-        if params.get("weights") or not params.get("weights_url"):
+        m = self.method(name)
+        if m["kind"] != "unigradicon":
+            return None
+        params = kind_params(m["kind"], m["params"])
+        if params["weights"] or not params["weights_url"]:
             return None
         return f"{self.data_root}/weights/{name}/{params['weights_url'].rsplit('/', 1)[-1]}"
 
     def _deedsbcv(self, name: str) -> dict | None:
         """params.deedsbcv of a DEEDs method run as deedsBCV (implementation deedsbcv), else None."""
         m = self.method(name)
-        params = m.get("params") or {}
-        if m["kind"] != "deeds" or params.get("implementation") != "deedsbcv":
+        if m["kind"] != "deeds":
             return None
-        return params.get("deedsbcv") or {}
+        params = kind_params(m["kind"], m["params"])
+        return params["deedsbcv"] if params["implementation"] == "deedsbcv" else None
 
     def tool_build(self, name: str) -> str | None:
         """The folder the build_deedsbcv rule compiles a method's deedsBCV into (a source and
         no bin_dir given), else None."""
-        bcv = self._deedsbcv(name) or {}
-        if bcv.get("bin_dir") or not bcv.get("source"):
+        bcv = self._deedsbcv(name)
+        if bcv is None or bcv["bin_dir"] or not bcv["source"]:
             return None
         return f"{self.data_root}/tools/{name}/deedsbcv"
 
@@ -261,7 +270,8 @@ class Plan:
             return int(paper.get("train pairs", 0))
         if src["kind"] == "abdomenctct":
             return 30, test
-        return 2 * int(src.get("n_pairs", test + int(paper.get("train pairs", 0)))), test
+        n_pairs = self.source(dataset).n_pairs
+        return 2 * (n_pairs or test + int(paper.get("train pairs", 0))), test
 
     def train_scans(self, dataset: str) -> int:
         """How many scans a training job holds in memory (every training scan)."""
@@ -269,20 +279,24 @@ class Plan:
         if src["kind"] == "synthetic_abdomen":
             return int(src["n_train"])
         if src["kind"] == "abdomenctct":
-            return len(src.get("train") or []) or 20
+            return len(self.source(dataset).train) or 20
         return 2 * int(self.dataset_counts(dataset, train=True))  # two scans per patient
 
     def figure_pair_index(self) -> int:
         """Which test pair Figure 3 shows (its position in the manifest's test pairs)."""
-        return int(self.cfg["artifacts"].get("fig3", {}).get("pair_index", 0))
+        return (
+            int(self.cfg["artifacts"]["fig3"]["pair_index"])
+            if "fig3" in self.cfg["artifacts"]
+            else 0
+        )
 
     def keep_all_fields(self) -> bool:
         """Config ``fields.keep``: ``all`` keeps every registered field after it is scored;
         ``figures`` (default) keeps only the figure's pair."""
-        return self.cfg.get("fields", {}).get("keep", "figures") == "all"
+        return self.cfg["fields"]["keep"] == "all"
 
     def field_storage(self) -> str:
-        return self.cfg.get("fields", {}).get("storage", "float32")
+        return self.cfg["fields"]["storage"]
 
     def pair_metrics(self, run: Run) -> str:
         return self.run_dir("metrics", run) + "/pairs.csv"
@@ -348,8 +362,8 @@ class Plan:
         for r in artifacts["fig4a"]["rows"]:  # alpha rows share the method's label
             r["label"] = f"{r['label']} α={r['alpha']:g}"
         ref, other = self._structure_rows()
-        eng = self.cfg.get("engine", {})
-        iters = int(eng.get("stages", 0)) * int(eng.get("iters_per_stage", 0))
+        eng = self.cfg["engine"]
+        iters = int(eng["stages"]) * int(eng["iters_per_stage"])
         synthetic = any(d["synthetic"] for a in artifacts.values() for d in a["datasets"])
         scale = (
             f"This run: {len(self.cfg['seeds'])} seed(s), {iters} training iterations of the "
@@ -400,15 +414,15 @@ class Plan:
                 "paper_counts": PAPER_COUNTS.get(ds.get("paper_key")),
             }
         methods = {
-            name: {"params": m.get("params", {}), "variants": m.get("variants", {})}
+            name: {"params": m["params"], "variants": m["variants"]}
             for name, m in self.cfg["methods"].items()
-            if m.get("enabled", True)
+            if m["enabled"]
         }
         return {
             "title": "CoRe reproduction report",
             "datasets": datasets,
             "seeds": list(self.cfg["seeds"]),
-            "engine": self.cfg.get("engine", {}),
+            "engine": self.cfg["engine"],
             "methods": methods,
             "gpu_rules": {r: int(self.resources(r)["gpu"]) for r in self.cfg["resources"]},
             "figure_titles": {f: self.cfg["artifacts"][f]["title"] for f in FIGURES},
@@ -494,10 +508,10 @@ class Plan:
     def job_device(self, rule: str, run: Run) -> str:
         """The device kind (cpu | cuda) a job of ``rule`` runs on: GPU rules of methods
         that use a GPU, unless the configuration's device is the CPU."""
-        if self.cfg.get("device") == "cpu" or rule not in ("train", "register"):
+        if self.cfg["device"] == "cpu" or rule not in ("train", "register"):
             return "cpu"
         gpu = int(self.resources(rule)["gpu"])
-        if run.method and int(self.method(run.method).get("gpu", 0)) and gpu:
+        if run.method and int(self.method(run.method)["gpu"]) and gpu:
             return "cuda"
         return "cpu"
 
@@ -551,14 +565,14 @@ class Plan:
             "title": art["title"],
             "rows": self.rows(artifact),
             "datasets": self._datasets(artifact),
-            "sdlogj": self.cfg.get("sdlogj", "sdlogj_code"),
-            "dice_aggregate": self.cfg.get("dice_aggregate", "pooled"),
+            "sdlogj": self.cfg["sdlogj"],
+            "dice_aggregate": self.cfg["dice_aggregate"],
         }
         spec["seeds"] = list(self.cfg["seeds"])
         if "core" in self.cfg["methods"]:
             cp = self.method_params("core")
             spec["cl"] = {
-                k: cp.get(f"cl_{k}")
+                k: cp[f"cl_{k}"]
                 for k in (
                     "weight_schedule",
                     "weight",
@@ -569,23 +583,23 @@ class Plan:
                     "reduction",
                 )
             }
-            spec["cl"]["iterations"] = int(cp.get("stages", 0)) * int(cp.get("iters_per_stage", 0))
+            spec["cl"]["iterations"] = int(cp["stages"]) * int(cp["iters_per_stage"])
         for key in ("caption", "paper_source", "paper"):
             if art.get(key):
                 spec[key] = art[key]
         if art.get("reference"):
             spec["reference"] = {"variant": "default", **art["reference"]}
         if artifact == "fig4b":
-            eng = self.cfg.get("engine", {})
-            spec["iterations"] = int(eng.get("stages", 1)) * int(eng.get("iters_per_stage", 1))
-            spec["iters_per_stage"] = int(eng.get("iters_per_stage", 1))
+            eng = self.cfg["engine"]
+            spec["iterations"] = int(eng["stages"]) * int(eng["iters_per_stage"])
+            spec["iters_per_stage"] = int(eng["iters_per_stage"])
         if artifact == "fig3":
             spec["panels"] = [
                 {
                     "display": d["display"],
                     "data": self.prepared(d["key"]),
-                    "pair_index": art.get("pair_index", 0),
-                    "window": self.cfg["datasets"][d["key"]].get("window", [-200, 300]),
+                    "pair_index": art["pair_index"],
+                    "window": self.cfg["datasets"][d["key"]].get("window"),
                     "methods": [
                         {
                             "label": r["label"],
