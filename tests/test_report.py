@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from conftest import ROOT
 from corereg.workflow.compute_plan import jobs_per_rule
 from corereg.workflow.jobs import Plan
 
@@ -59,6 +60,25 @@ def test_report_holds_every_table_figure_and_the_provenance(tiny_run):
     # folding and both SDlogJ formulas per row, from the tables' data
     assert "Deformation regularity" in page and "<th>% det J ≤ 0</th>" in page
     assert "<th>SDlogJ L2R</th>" in page and "<th>reg_fac search</th>" in page
+
+
+def test_claims_page_and_its_report_section_come_from_the_claims_data(tiny_run):
+    """claims.md and the report's claims section are two renderings of claims.csv and
+    per_structure.csv: the Markdown rebuilt from the CSVs is the file the step wrote."""
+    from corereg import config
+    from corereg.report.claims import layout, read_claims, to_markdown
+
+    folder = tiny_run / "results" / "claims"
+    table, ps = read_claims(folder / "claims.csv")
+    cfg = config.load(ROOT / "config.yaml", [ROOT / "workflow/presets/tiny.yaml"])
+    cfg["results"] = str(tiny_run / "results")
+    view = layout(table, ps, Plan(cfg).claims_header())
+    assert to_markdown(view) == (folder / "claims.md").read_text()
+    page = (tiny_run / "results" / "report" / "index.html").read_text()
+    section = page[page.index('<section id="claims">') :]
+    section = section[: section.index("</section>")]
+    assert section.count("<tr>") == len(table) + len(ps) + 2  # + the two header rows
+    assert "Verdicts: " in section and "Per structure: " in section
 
 
 @pytest.mark.slow

@@ -676,7 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tables", nargs="+", required=True, help="the tables' .md files")
     s.add_argument("--figures", nargs="*", default=[], help="the figures' .png files")
     s.add_argument("--results", required=True, help="results folder (benchmarks/, metrics/)")
-    s.add_argument("--claims", help="claims.md of the claims step (a section of the page)")
+    s.add_argument(
+        "--claims",
+        help="claims.csv of the claims step, per_structure.csv beside it (a section of the page)",
+    )
     s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
     return p

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from corereg.errors import InputError
 from corereg.io import atomic_path, write_csv, write_text
 from corereg.report.tables import build_table, expected_pairs, load_pair_metrics, per_pair
 from corereg.stats import holm, wilcoxon_paired
@@ -403,49 +404,89 @@ def write_claims(
     ps = per_structure(structures, spec["per_structure"])
     write_csv(out_dir / "per_structure.csv", ps)
     _structure_figure(ps, spec["per_structure"], out_dir / "per_structure.png")
-    write_text(out_dir / "claims.md", to_markdown(table, ps, spec))
+    write_text(out_dir / "claims.md", to_markdown(layout(table, ps, spec)))
     return table
 
 
-def to_markdown(table: pd.DataFrame, ps: pd.DataFrame, spec: dict) -> str:
-    lines = [
-        "# The paper's claims, checked",
-        "",
-        spec.get("scale", ""),
-        "",
-        "| claim | where | dataset | verdict | evidence |",
-        "|---|---|---|---|---|",
-    ]
-    for r in table.itertuples():
-        lines.append(f"| {r.claim} | {r.where} | {r.dataset} | **{r.verdict}** | {r.evidence} |")
-    counts = table.verdict.value_counts()
-    lines += [
-        "",
-        "Verdicts: "
-        + ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, FAILS, UNTESTABLE))
-        + ".",
-        "",
-        "Effects are differences of mean Dice in points with a 95 % interval from a bootstrap "
-        "that resamples scans (inter-patient pairs) or patients (longitudinal pairs), per-pair "
-        "values averaged over training seeds; p: Wilcoxon signed-rank, Holm-corrected over a "
-        "claim's comparisons (docs/results.md).",
-        "",
-    ]
-    ps_spec = spec["per_structure"]
-    lines += [f"## Per structure: {ps_spec['row_label']} − {ps_spec['other_label']}", ""]
-    if ps.empty:
-        lines.append("Not available: one of the two rows did not run.")
-    else:
-        lines += [
-            "| dataset | structure | "
-            + ps_spec["row_label"]
-            + " | "
-            + ps_spec["other_label"]
-            + " | change |",
-            "|---|---|---|---|---|",
-        ]
-        for r in ps.itertuples():
-            lines.append(
-                f"| {r.dataset} | {r.structure} | {r.row:.1f} | {r.other:.1f} | {r.change:+.1f} |"
-            )
+def layout(table: pd.DataFrame, ps: pd.DataFrame, header: dict) -> dict:
+    """What the claims page shows, for every format (its Markdown, the HTML report): the
+    title, the run's scale, the claims with their verdicts and the per-structure change.
+    ``header``: ``scale`` and ``per_structure`` (its row labels) of the claims spec."""
+    counts = table.verdict.value_counts() if len(table) else pd.Series(dtype=int)
+    labels = header["per_structure"]
+    return {
+        "title": "The paper's claims, checked",
+        "caption": header["scale"],
+        "blocks": [
+            {
+                "heading": None,
+                "columns": ["claim", "where", "dataset", "verdict", "evidence"],
+                "rows": [
+                    [
+                        str(r.claim),
+                        str(r.where),
+                        str(r.dataset),
+                        f"**{r.verdict}**",
+                        str(r.evidence),
+                    ]
+                    for r in table.itertuples()
+                ],
+                "note": "Verdicts: "
+                + ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, FAILS, UNTESTABLE))
+                + ".\n\nEffects are differences of mean Dice in points with a 95 % interval from "
+                "a bootstrap that resamples scans (inter-patient pairs) or patients (longitudinal "
+                "pairs), per-pair values averaged over training seeds; p: Wilcoxon signed-rank, "
+                "Holm-corrected over a claim's comparisons (docs/results.md).",
+            },
+            {
+                "heading": f"Per structure: {labels['row_label']} − {labels['other_label']}",
+                "columns": [
+                    "dataset",
+                    "structure",
+                    labels["row_label"],
+                    labels["other_label"],
+                    "change",
+                ],
+                "rows": [
+                    [
+                        str(r.dataset),
+                        str(r.structure),
+                        f"{r.row:.1f}",
+                        f"{r.other:.1f}",
+                        f"{r.change:+.1f}",
+                    ]
+                    for r in ps.itertuples()
+                ],
+                "empty": "Not available: one of the two rows did not run.",
+            },
+        ],
+        "note": "",
+    }
+
+
+def to_markdown(view: dict) -> str:
+    """The Markdown of a claims :func:`layout`."""
+    lines = [f"# {view['title']}", "", view["caption"], ""]
+    for block in view["blocks"]:
+        if block["heading"]:
+            lines += [f"## {block['heading']}", ""]
+        if block["rows"] or "empty" not in block:
+            lines.append("| " + " | ".join(block["columns"]) + " |")
+            lines.append("|---|" + "---|" * (len(block["columns"]) - 1))
+            lines += ["| " + " | ".join(cells) + " |" for cells in block["rows"]]
+        else:
+            lines.append(block["empty"])
+        if block.get("note"):
+            lines += ["", block["note"], ""]
     return "\n".join(lines) + "\n"
+
+
+def read_claims(claims_csv) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """claims.csv and the per_structure.csv beside it, as :func:`write_claims` wrote them."""
+    path = Path(claims_csv)
+    for f in (path, path.with_name("per_structure.csv")):
+        if not f.is_file():
+            raise InputError(f, "claims data missing (the claims step writes it)")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    ps = pd.read_csv(path.with_name("per_structure.csv"), dtype={"dataset": str, "structure": str})
+    return table, ps

@@ -66,32 +66,6 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def markdown_tables_to_html(md: str) -> str:
-    """The subset of Markdown that ``corereg table`` writes: headings, pipe tables, paragraphs."""
-    out: list[str] = []
-    lines = md.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("#"):
-            level = min(
-                len(line) - len(line.lstrip("#")) + 1, 6
-            )  # '#' -> h2 (the table's title), '##' -> h3
-            out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            head, body = rows[0], [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
-            out.append(_result_table(head, body))
-            continue
-        elif line.strip():
-            out.append(f'<p class="note">{_inline(line)}</p>')
-        i += 1
-    return "\n".join(out)
-
-
 def _cell(text: str, tag: str = "td") -> str:
     numeric = tag == "td" and re.match(r"^[-+]?[\d.]", text)
     return (
@@ -110,15 +84,25 @@ def _result_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def layout_to_html(view: dict) -> str:
-    """One paper table from its layout (:func:`corereg.report.tables.layout`): the same
-    cells as its Markdown, built from the table's data."""
+    """A page section from its layout (:func:`corereg.report.tables.layout` of a paper
+    table, :func:`corereg.report.claims.layout` of the claims): the same cells as its
+    Markdown, built from the data.  A block may lack a heading, carry a ``note`` and an
+    ``empty`` text shown when it has no rows."""
     out = [f"<h2>{_inline(view['title'])}</h2>"]
     if view["caption"]:
         out.append(f'<p class="note">{_inline(view["caption"])}</p>')
     for block in view["blocks"]:
-        out.append(f"<h3>{_inline(block['heading'])}</h3>")
-        out.append(_result_table(block["columns"], block["rows"]))
-    out.append(f'<p class="note">{_inline(view["note"])}</p>')
+        if block["heading"]:
+            out.append(f"<h3>{_inline(block['heading'])}</h3>")
+        if block["rows"] or "empty" not in block:
+            out.append(_result_table(block["columns"], block["rows"]))
+        else:
+            out.append(f"<p>{_inline(block['empty'])}</p>")
+        for para in (block.get("note") or "").split("\n\n"):
+            if para:
+                out.append(f'<p class="note">{_inline(para)}</p>')
+    if view["note"]:
+        out.append(f'<p class="note">{_inline(view["note"])}</p>')
     return "\n".join(out)
 
 
@@ -309,13 +293,12 @@ def build_report(
             f"<figcaption>{html.escape(path.name)}</figcaption></figure></section>"
         )
     if claims:
-        path = Path(claims)
-        if not path.is_file():
-            raise InputError(path, "claims missing (the claims step writes it)")
+        from corereg.report.claims import layout as claims_layout
+        from corereg.report.claims import read_claims
+
+        view = claims_layout(*read_claims(claims), spec["claims"])
         nav.append('<a href="#claims">claims</a>')
-        sections.insert(
-            0, f'<section id="claims">{markdown_tables_to_html(path.read_text())}</section>'
-        )
+        sections.insert(0, f'<section id="claims">{layout_to_html(view)}</section>')
     nav += [
         '<a href="#regularity">regularity</a>',
         '<a href="#switches">fidelity switches</a>',

@@ -106,7 +106,7 @@ def disk(plan: Plan) -> pd.DataFrame:
         scans, pairs = plan.dataset_counts(d)
         n_reg = sum(r.dataset == d for r in runs)
         n_train = len({r for r in runs if r.dataset == d and plan.trainable(r.method)})
-        stages = int(plan.cfg.get("engine", {}).get("stages", 8))
+        stages = int(plan.cfg["engine"]["stages"])
         field = vox * 12 / 1e9  # GB of one float32 field
         kept_fig = fig3_rows if d in fig3.get("datasets", []) else 0
         rows.append(

@@ -361,10 +361,15 @@ class Plan:
         artifacts = {a: self.artifact_spec(a) for a in self.CLAIM_ARTIFACTS}
         for r in artifacts["fig4a"]["rows"]:  # alpha rows share the method's label
             r["label"] = f"{r['label']} α={r['alpha']:g}"
+        return {"claims": claims, "artifacts": artifacts, **self.claims_header()}
+
+    def claims_header(self) -> dict:
+        """What the claims page says besides its rows: the scale of this run and the two
+        rows of the per-structure comparison (the claims step and the report use it)."""
         ref, other = self._structure_rows()
         eng = self.cfg["engine"]
         iters = int(eng["stages"]) * int(eng["iters_per_stage"])
-        synthetic = any(d["synthetic"] for a in artifacts.values() for d in a["datasets"])
+        synthetic = any(d["synthetic"] for a in self.CLAIM_ARTIFACTS for d in self._datasets(a))
         scale = (
             f"This run: {len(self.cfg['seeds'])} seed(s), {iters} training iterations of the "
             "engine (the paper: 8000)"
@@ -377,8 +382,6 @@ class Plan:
             + "."
         )
         return {
-            "claims": claims,
-            "artifacts": artifacts,
             "scale": scale,
             "per_structure": {
                 "row": ref,
@@ -399,7 +402,7 @@ class Plan:
         return {
             "tables": [f"{self.results}/tables/{t}.md" for t in TABLES],
             "figures": [f"{self.results}/figures/{f}.png" for f in FIGURES],
-            "claims": [self.claims_outputs()[0]],
+            "claims": [self.claims_outputs()[1]],  # claims.csv (per_structure.csv beside it)
         }
 
     def report_spec(self) -> dict:
@@ -427,6 +430,7 @@ class Plan:
             "gpu_rules": {r: int(self.resources(r)["gpu"]) for r in self.cfg["resources"]},
             "figure_titles": {f: self.cfg["artifacts"][f]["title"] for f in FIGURES},
             "tables": {t: self.artifact_spec(t) for t in TABLES},
+            "claims": self.claims_header(),
         }
 
     # ------------------------------------------------------------------ data stages
