@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from corereg import __version__
+from corereg import __version__, not_run
 from corereg.errors import CoreregError, ToolMissing
-from corereg.workflow import not_run
 
 
 def _spec(value: str | None) -> dict:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from corereg import not_run
 from corereg.data.manifest import Manifest, field_name
 from corereg.errors import InputError
 from corereg.evaluation import evaluate_pair
 from corereg.io import load_field, write_csv
-from corereg.workflow import not_run
 
 # Per-pair facts of the registration step carried into the metrics (engine: the test-time
 # reg_fac and whether its search reached the SDlogJ band).

@@ -39,10 +39,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from corereg import not_run
 from corereg.baselines import run_binary
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.io import atomic_dir
-from corereg.workflow import not_run
 
 SOURCES = {"deedsBCV": "src/deedsBCV0.cpp", "linearBCV": "src/linearBCV.cpp"}
 BUILD_RECORD = "build.json"

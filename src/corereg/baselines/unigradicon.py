@@ -115,7 +115,7 @@ class UniGradICON(Method):
             )
         if not Path(weights).is_file():
             raise InputError(weights, "uniGradICON weights file does not exist")
-        from corereg.workflow import not_run
+        from corereg import not_run
 
         reason = not_run.reason_of_record(weights)
         if reason:

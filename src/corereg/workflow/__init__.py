@@ -6,5 +6,4 @@
   predicts each job's time and memory.
 * :mod:`corereg.workflow.compute_plan`: ``corereg plan``, the compute plan of a
   configuration (jobs, hours, GPU-hours, memory, disk).
-* :mod:`corereg.workflow.not_run`: the records a job writes when its tool cannot run.
 """
