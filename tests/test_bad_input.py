@@ -261,6 +261,7 @@ def test_damaged_metrics_stop_the_table(prepared, tmp_path):
             "artifact": "t",
             "title": "T",
             "sdlogj": "sdlogj_code",
+            "dice_aggregate": "pooled",
             "reference": None,
             "datasets": [
                 {"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": True}

@@ -63,6 +63,7 @@ SPEC = {
             "title": "T",
             "rows": ROWS,
             "sdlogj": "sdlogj_code",
+            "dice_aggregate": "pooled",
             "datasets": [
                 {"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": False}
             ],

@@ -108,6 +108,7 @@ def test_absent_tool_reaches_the_table_with_its_reason(tmp_path):
         "artifact": "t",
         "title": "T",
         "sdlogj": "sdlogj_l2r",
+        "dice_aggregate": "pooled",
         "reference": None,
         "datasets": [{"key": "abd", "display": "Abd", "paper_key": "abdomen", "synthetic": True}],
         "rows": [

@@ -17,6 +17,7 @@ SPEC = {
     "artifact": "tableX",
     "title": "Table X",
     "sdlogj": "sdlogj_l2r",
+    "dice_aggregate": "pooled",
     "reference": {"method": "core", "variant": "default"},
     "datasets": [
         {"key": "abd", "display": "AbdomenCT", "paper_key": "abdomen", "synthetic": False}
@@ -319,7 +320,10 @@ def test_structure_table_known_answer(tmp_path):
     df.to_csv(tmp_path / "s.csv", index=False)
     spec = {
         "datasets": [{"key": "ds", "display": "DS"}],
-        "rows": [{"method": "bigalke", "label": "B"}, {"method": "core", "label": "C"}],
+        "rows": [
+            {"method": "bigalke", "variant": "default", "label": "B"},
+            {"method": "core", "variant": "default", "label": "C"},
+        ],
         "reference": {"method": "core", "variant": "default"},
     }
     t = structure_table(spec, [tmp_path / "s.csv"]).set_index(["row", "structure"])

@@ -35,6 +35,8 @@ PAPER_DATASET_NAMES = {"abdomen": "AbdomenCT", "radchest": "RAD-ChestCT"}
 
 
 def _key(row: dict) -> tuple[str, str]:
+    """(method, variant) of a row, or of a row reference in workflow/claims.yaml, where
+    the variant may be left out for the method's default."""
     return row["method"], row.get("variant", "default")
 
 
@@ -56,16 +58,16 @@ def _resolve(ref, rows: list[dict], me=None) -> list[dict]:
         match = [r for r in rows if _key(r) == _key(item)]
         out += match or [
             {
-                "method": item["method"],
-                "variant": item.get("variant", "default"),
-                "label": f"{item['method']}/{item.get('variant', 'default')}",
+                "method": _key(item)[0],
+                "variant": _key(item)[1],
+                "label": "/".join(_key(item)),
             }
         ]
     return out
 
 
 def _pairs(df, ds, row) -> pd.Series:
-    return per_pair(df, ds, row["method"], row.get("variant", "default")) * 100.0
+    return per_pair(df, ds, row["method"], row["variant"]) * 100.0
 
 
 def compare(df, ds, row, others, p_max: float) -> list[dict]:
@@ -357,7 +359,7 @@ def per_structure(structure_csvs, spec: dict) -> pd.DataFrame:
 
 
 def _structure_means(sub: pd.DataFrame, r: dict) -> pd.Series:
-    s = sub[(sub.method == r["method"]) & (sub.variant == r.get("variant", "default"))]
+    s = sub[(sub.method == r["method"]) & (sub.variant == r["variant"])]
     return s.groupby("structure")["dice"].mean() * 100
 
 

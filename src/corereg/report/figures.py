@@ -75,7 +75,7 @@ def fig4a(spec: dict, pair_csvs, out_prefix, manifests: dict | None = None) -> p
         ax.set_title(ds["display"])
         if not ok.empty or not pap.empty:
             ax.legend(fontsize=8)
-    fig.suptitle(spec.get("title", "Figure 4a"), fontsize=10)
+    fig.suptitle(spec["title"], fontsize=10)
     _save(fig, out_prefix)
     return pd.DataFrame(rows)
 
@@ -117,15 +117,15 @@ def fig4b(spec: dict, logs: dict[str, list[str]], out_prefix) -> None:
         means.append(mean)
         drawn = True
     if len(means) >= 2:
-        _annotate_gap(ax, means[0], means[1], int(spec.get("iters_per_stage", 1000)))
+        _annotate_gap(ax, means[0], means[1], int(spec["iters_per_stage"]))
     _paper_points(ax, spec)
     if not drawn:
         _not_run(ax, "no training run yet")
-        ax.set_xlim(0, spec.get("iterations", 1))
+        ax.set_xlim(0, spec["iterations"])
         ax.set_ylim(0, 100)
     ax.set_xlabel("training iteration")
     ax.set_ylabel("validation Dice (%)")
-    ax.set_title(spec.get("title", "Figure 4b"), fontsize=10)
+    ax.set_title(spec["title"], fontsize=10)
     ax.legend(fontsize=8)
     _save(fig, out_prefix)
 
@@ -134,8 +134,8 @@ def _paper_points(ax, spec: dict) -> None:
     """The values the paper's text states for Figure 4b, in red and labelled as the paper's.
     Points on the paper's iteration axis are drawn where this run's schedule reaches them;
     the statement is always printed in the panel."""
-    horizon = int(spec.get("iterations", 0))
-    for ds in spec.get("datasets", []):
+    horizon = int(spec["iterations"])
+    for ds in spec["datasets"]:
         pv = (spec.get("paper") or {}).get(ds.get("paper_key") or "") or {}
         if not pv:
             continue

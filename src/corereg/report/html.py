@@ -226,7 +226,7 @@ def _datasets(spec: dict) -> pd.DataFrame:
 
 
 def _switches(spec: dict) -> str:
-    engine = spec.get("engine", {})
+    engine = spec["engine"]
     parts = ["<table><thead><tr><th>engine key</th><th>value in force</th></tr></thead><tbody>"]
     for k in sorted(engine):
         parts.append(
@@ -234,7 +234,7 @@ def _switches(spec: dict) -> str:
         )
     parts.append("</tbody></table>")
     over = []
-    for method, m in spec.get("methods", {}).items():
+    for method, m in spec["methods"].items():
         if m.get("params"):
             over.append(
                 f"<li><code>{method}</code>: {html.escape(json.dumps(m['params'], sort_keys=True))}</li>"
@@ -260,7 +260,7 @@ def build_report(
 ) -> Path:
     results_dir = Path(results)
     body = [
-        f"<h1>{html.escape(spec.get('title', 'CoRe reproduction report'))}</h1>",
+        f"<h1>{html.escape(spec['title'])}</h1>",
         f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M:%S %Z")} from <code>{html.escape(results)}</code>. '
         "Paper columns are the published values; Δ = ours − paper; p: Wilcoxon signed-rank tests against the "
         "reference row, Holm-corrected (see each table's note).</p>",
@@ -274,7 +274,7 @@ def build_report(
         if not csv.is_file():
             raise InputError(csv, "table data missing (the table step writes it beside the .md)")
         name = path.stem
-        if name not in spec.get("tables", {}):
+        if name not in spec["tables"]:
             raise InputError(path, f"the report specification has no table '{name}'")
         frames[name] = read_table(csv)
         view = layout(spec["tables"][name], frames[name])
@@ -285,7 +285,7 @@ def build_report(
         if not path.is_file():
             raise InputError(path, "figure missing")
         data = base64.b64encode(path.read_bytes()).decode()
-        title = spec.get("figure_titles", {}).get(path.stem, path.stem)
+        title = spec["figure_titles"].get(path.stem, path.stem)
         nav.append(f'<a href="#{path.stem}">{path.stem}</a>')
         sections.append(
             f'<section id="{path.stem}"><h2>{html.escape(title)}</h2><figure>'
@@ -304,12 +304,12 @@ def build_report(
         '<a href="#switches">fidelity switches</a>',
         '<a href="#compute">compute</a></nav>',
     ]
-    seeds = spec.get("seeds", [])
+    seeds = spec["seeds"]
     data = (
         f'<section id="data"><h2>Data and seeds</h2>{_table(_datasets(spec))}'
         f"<p>Seeds of trainable methods: {len(seeds)} ({', '.join(map(str, seeds))}).</p></section>"
     )
-    usage = compute_usage(results_dir, spec.get("gpu_rules", {}))
+    usage = compute_usage(results_dir, spec["gpu_rules"])
     devices = _devices(results_dir)
     compute = (
         f'<section id="compute"><h2>Software and compute</h2>{_table(_versions())}'
@@ -323,7 +323,7 @@ def build_report(
     )
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(spec.get('title', 'CoRe reproduction report'))}</title><style>{CSS}</style>"
+        f"<title>{html.escape(spec['title'])}</title><style>{CSS}</style>"
         f"<script>{CHECK_JS}</script></head><body>"
         + "\n".join([*body, " ".join(nav), data, *sections, _regularity(frames), switches, compute])
         + "</body></html>\n"

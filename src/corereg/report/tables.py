@@ -190,8 +190,8 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
     if len(set(labels)) != len(labels):
         raise ValueError(f"{spec['artifact']}: row labels must be unique, got {labels}")
     ref = spec.get("reference")
-    sdlogj_col = spec.get("sdlogj", "sdlogj_code")
-    aggregate = spec.get("dice_aggregate", "pooled")
+    sdlogj_col = spec["sdlogj"]
+    aggregate = spec["dice_aggregate"]
     missing = {}  # (dataset, method, variant) -> reason of a method whose tool is absent
     if "not_run" in df.columns:
         marked = df.not_run.notna() & (df.not_run.astype(str) != "")
@@ -294,7 +294,7 @@ def _cells(r) -> list[str]:
 
 def columns(spec: dict) -> list[str]:
     """Column heads of one dataset block; the second SDlogJ is the formula compared with the paper."""
-    formula = SDLOGJ_NAMES.get(spec.get("sdlogj", "sdlogj_code"), spec.get("sdlogj", ""))
+    formula = SDLOGJ_NAMES.get(spec["sdlogj"], spec["sdlogj"])
     return [
         "Dice %",
         "paper",
@@ -325,8 +325,8 @@ def layout(spec: dict, table: pd.DataFrame) -> dict:
             }
         )
     return {
-        "title": spec.get("title", spec["artifact"]),
-        "caption": spec.get("caption", ""),
+        "title": spec["title"],
+        "caption": spec.get("caption") or "",
         "blocks": blocks,
         "note": _footnote(spec, table),
     }
@@ -366,8 +366,8 @@ def _footnote(spec, table) -> str:
     ]
     parts = [
         f"*Not run: {'; '.join(why)}." if why else "",
-        _dice_note(spec.get("dice_aggregate", "pooled")),
-        _sdlogj_note(spec.get("sdlogj", "sdlogj_code")),
+        _dice_note(spec["dice_aggregate"]),
+        _sdlogj_note(spec["sdlogj"]),
         "HD95: mean over structures of the 95th-percentile symmetric surface distance in mm "
         "(area-weighted surface elements, as the Learn2Reg evaluation computes it).",
         "T_inf: seconds per pair on "
@@ -482,7 +482,7 @@ def to_latex(spec: dict, table: pd.DataFrame) -> str:
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        r"\caption{" + _tex_escape(spec.get("title", spec["artifact"])) + "}",
+        r"\caption{" + _tex_escape(spec["title"]) + "}",
         r"\label{tab:" + spec["artifact"] + "}",
         r"\resizebox{\linewidth}{!}{%",
         r"\begin{tabular}{l" + ("r" * ncol) * len(dss) + "}",
@@ -539,9 +539,9 @@ def structure_table(spec: dict, structure_csvs) -> pd.DataFrame:
     out = []
     for ds in spec["datasets"]:
         sub = df[df.dataset == ds["key"]]
-        base = means(sub, ref["method"], ref.get("variant", "default")) if ref else None
+        base = means(sub, ref["method"], ref["variant"]) if ref else None
         for row in spec["rows"]:
-            m = means(sub, row["method"], row.get("variant", "default"))
+            m = means(sub, row["method"], row["variant"])
             for (label, structure), r in m.iterrows():
                 ref_dice = (
                     float(base.loc[(label, structure), "dice"]) * 100
