@@ -22,6 +22,18 @@ def test_engine_type_config_and_schema_name_the_same_keys():
     assert set(aug) == set(node["properties"]["cl_aug"]["properties"]) == set(ENGINE["cl_aug"])
 
 
+def test_engine_type_choices_are_the_schema_enums():
+    import typing
+
+    node = config.schema()["properties"]["engine"]["properties"]
+    hints = typing.get_type_hints(EngineParams)
+    for f in dataclasses.fields(EngineParams):
+        if typing.get_origin(hints[f.name]) is typing.Literal:
+            assert list(typing.get_args(hints[f.name])) == node[f.name]["enum"], f.name
+        elif "enum" in node[f.name]:
+            raise AssertionError(f"{f.name}: an enum in the schema, not a Literal in the type")
+
+
 def test_engine_params_are_typed_and_round_trip():
     p = engine_params()
     assert p.coupling_weights == (0.003, 0.03, 0.3) and isinstance(p.feat_channels, tuple)
