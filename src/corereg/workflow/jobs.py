@@ -500,14 +500,9 @@ class Plan:
         }
 
     def resources(self, rule: str) -> dict:
-        """A rule's declared resources; ``runtime`` and ``mem_mb`` may be ``auto``."""
-        return {
-            "threads": 1,
-            "mem_mb": 2000,
-            "runtime": 60,
-            "gpu": 0,
-            **self.cfg["resources"].get(rule, {}),
-        }
+        """A rule's declared resources (threads, mem_mb, runtime, gpu, from_costs), each
+        the schema's default where the configuration leaves it out."""
+        return dict(self.cfg["resources"][rule])
 
     def job_device(self, rule: str, run: Run) -> str:
         """The device kind (cpu | cuda) a job of ``rule`` runs on: GPU rules of methods
@@ -539,7 +534,7 @@ class Plan:
         from corereg.workflow import costs
 
         r = {k: v for k, v in self.resources(rule).items() if k != "from_costs"}
-        if not self.resources(rule).get("from_costs") or run is None:
+        if not self.resources(rule)["from_costs"] or run is None:
             return r
         minutes, mem = costs.request(self.estimate(rule, run))
         return {
