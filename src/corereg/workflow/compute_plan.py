@@ -98,8 +98,8 @@ def _on_gpu(plan: Plan, rule: str, run) -> bool:
 def disk(plan: Plan) -> pd.DataFrame:
     runs = plan.all_runs()
     rows = []
-    fig3 = plan.cfg["artifacts"].get("fig3", {})
-    fig3_rows = len(fig3.get("rows", [])) if fig3 else 0
+    fig3 = plan.cfg["artifacts"].get("fig3")  # None: the configuration draws no Figure 3
+    fig3_rows = len(fig3["rows"]) if fig3 else 0
     for d in sorted({r.dataset for r in runs}):
         shape = plan.cfg["datasets"][d]["shape"]
         vox = math.prod(shape)
@@ -108,7 +108,7 @@ def disk(plan: Plan) -> pd.DataFrame:
         n_train = len({r for r in runs if r.dataset == d and plan.trainable(r.method)})
         stages = int(plan.cfg["engine"]["stages"])
         field = vox * 12 / 1e9  # GB of one float32 field
-        kept_fig = fig3_rows if d in fig3.get("datasets", []) else 0
+        kept_fig = fig3_rows if fig3 and d in fig3["datasets"] else 0
         rows.append(
             {
                 "dataset": d,
