@@ -79,6 +79,13 @@ def first_error(validator, instance):
     return min(validator.iter_errors(instance), key=lambda e: list(e.path), default=None)
 
 
+def node_error(node: dict, values):
+    """The first validation error of ``values`` against one node of the schema, or None."""
+    from jsonschema import Draft202012Validator
+
+    return first_error(Draft202012Validator({**node, "$defs": schema()["$defs"]}), values)
+
+
 def method_params_schema(kind: str) -> dict:
     """The schema of ``methods.<name>.params`` for a method kind (engine: the engine block)."""
     if kind == "engine":  # overrides name some keys only: the complete block is config.yaml's
@@ -107,10 +114,8 @@ def method_defaults(kind: str) -> dict:
 def check_method_params(kind: str, params: dict, where: str) -> None:
     """Raise one CoreregError naming the first unknown or invalid parameter of ``params``
     (all keys optional) as ``<where>.<key>: <problem>``."""
-    from jsonschema import Draft202012Validator
-
     node = method_params_schema(kind)
-    e = first_error(Draft202012Validator({**node, "$defs": schema()["$defs"]}), params or {})
+    e = node_error(node, params or {})
     if e is None:
         return
     path = ".".join([where, *map(str, e.path)])

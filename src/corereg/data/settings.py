@@ -82,12 +82,10 @@ class SourceSettings:
 
 
 def _check(values: dict, where: str) -> None:
-    from jsonschema import Draft202012Validator
-
-    from corereg.config import first_error, schema
+    from corereg.config import node_error, schema
 
     node = schema()["properties"]["datasets"]["additionalProperties"]["properties"]["source"]
-    e = first_error(Draft202012Validator({**node, "$defs": schema()["$defs"]}), values)
+    e = node_error(node, values)
     if e is not None:
         raise CoreregError(f"{'.'.join([where, *map(str, e.path)])}: {e.message}")
 
