@@ -16,11 +16,12 @@ import time
 import numpy as np
 import torch
 
+from corereg.adapters import make_method
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.device import describe, resolve_device
 from corereg.evaluation import evaluate_pair
-from corereg.registration import make_method, timed_register
+from corereg.registration import timed_register
 
 
 def main() -> None:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from corereg.adapters import make_method
 from corereg.baselines import learned
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_deformed
 from corereg.device import resolve_device, set_threads
 from corereg.evaluation import dice_per_label, warp_labels
-from corereg.registration import make_method
 
 LABELS = range(1, 14)
 # The short CPU settings of the tests (tests/test_learned.py), schedules from the command line.

@@ -181,8 +181,9 @@ def test_a_killed_runs_temporary_folder_is_cleaned_and_own_output_replaced(prepa
 
 def test_a_method_returning_nan_fails_its_job(prepared, tmp_path, monkeypatch):
     """ConvexAdam-like failure: a field with NaN never becomes a completed register job."""
+    from corereg.adapters import make_method
     from corereg.errors import CoreregError
-    from corereg.registration import make_method, register_manifest
+    from corereg.registration import register_manifest
     from corereg.registration.methods import Initial
 
     method = make_method("initial", {}, __import__("torch").device("cpu"))

@@ -293,7 +293,7 @@ def test_units_a_dataset_lacks_come_from_another_scaled_by_voxels():
     factor = 32 / 40  # voxels of the chest-like set over the abdomen-like one
     # 1 iteration (1 x 3) with the abdomen's 2.0 s scaled; the chest's own labels and validation
     iters = 3
-    refresh = 1 * plan.dataset_counts("synth_chest", train=True) * 2.4
+    refresh = 1 * plan.counts("synth_chest").train_pairs * 2.4
     vals = 2 * 1 * 3.2
     assert est.seconds == pytest.approx(iters * 2.0 * factor + refresh + vals + 5.0)
     assert "some units from abdomen scaled by voxels" in est.basis

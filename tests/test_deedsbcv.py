@@ -14,11 +14,11 @@ import yaml
 from scipy import ndimage
 
 from conftest import ROOT, run_cli, run_snakemake
+from corereg.adapters import make_method
 from corereg.baselines import deedsbcv
 from corereg.data.synthetic import render_abdomen
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.evaluation import warp_labels
-from corereg.registration import make_method
 from corereg.workflow.jobs import Plan
 
 
@@ -206,12 +206,12 @@ def test_config_switch_needs_a_source_and_wires_the_build(tmp_path):
     src = fake_checkout(tmp_path / "checkout")
     cfg["methods"]["deeds"]["params"]["deedsbcv"]["source"] = str(src)
     plan = Plan(cfg)
-    assert plan.tool_build("deeds") == f"{plan.data_root}/tools/deeds/deedsbcv"
-    assert plan.tool_build("niftyreg") is None
+    assert plan.assets("deeds") == {"tool": f"{plan.data_root}/tools/deeds/deedsbcv"}
+    assert plan.assets("niftyreg") == {}
     from corereg.workflow.jobs import Run
 
     params = plan.register_params(Run("abdomen", "deeds", "default", 0))
-    assert params["deedsbcv"]["bin_dir"] == plan.tool_build("deeds")
+    assert params["deedsbcv"]["bin_dir"] == plan.assets("deeds")["tool"]
     # the DAG: one build job, which the DEEDs register jobs wait for
     override = tmp_path / "o.yaml"
     override.write_text(

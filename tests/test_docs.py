@@ -94,8 +94,8 @@ def test_every_verb_and_option_has_help_text():
     import subprocess
     import sys
 
+    from corereg.adapters import METHOD_KINDS as KINDS
     from corereg.cli import build_parser
-    from corereg.registration.registry import KINDS
 
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices

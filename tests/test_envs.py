@@ -153,6 +153,6 @@ def test_method_envs_hold_the_corereg_stack_and_their_tools():
     from corereg.workflow.jobs import Plan
 
     plan = Plan(config)
-    assert plan.label_env("radchest") == "envs/totalseg_v1.yaml"
+    assert plan.stage_env("radchest", "label") == "envs/totalseg_v1.yaml"
     config["datasets"]["radchest"]["source"]["totalsegmentator"]["version"] = "2.18.0"
-    assert Plan(config).label_env("radchest") == "envs/totalseg_v2.yaml"
+    assert Plan(config).stage_env("radchest", "label") == "envs/totalseg_v2.yaml"

@@ -10,12 +10,12 @@ import torch
 from scipy import ndimage
 
 from conftest import kill_after_checkpoints
+from corereg.adapters import make_method
 from corereg.baselines import learned
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_deformed
 from corereg.errors import CoreregError, InputError
 from corereg.evaluation import dice_per_label, identity_grid, warp_labels
-from corereg.registration import make_method
 
 CPU = torch.device("cpu")
 # Short CPU schedules: the window of the phantoms' soft tissue and a larger learning rate.

@@ -9,10 +9,10 @@ import torch
 from scipy import ndimage
 
 from conftest import run_cli
+from corereg.adapters import make_method
 from corereg.data.synthetic import affine_for
 from corereg.errors import CoreregError, NotImplementedYet
 from corereg.io import load_field, save_nifti
-from corereg.registration import make_method
 
 
 def smooth_volume(shape, seed=0):
@@ -107,22 +107,6 @@ def test_cli_cuda_request_without_cuda(tmp_path):
         "cuda",
     )
     assert proc.returncode == 1 and "CUDA is not available" in proc.stderr
-
-
-def test_one_registry_covers_every_configurable_kind():
-    import yaml
-
-    from conftest import ROOT
-    from corereg.registration.methods import Method
-    from corereg.registration.registry import KINDS, WITHOUT_ADAPTER, method_class
-
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    kinds = schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]
-    assert sorted(kinds) == sorted([*KINDS, *WITHOUT_ADAPTER])
-    assert sorted(schema["$defs"]["method_params"]) == sorted(kinds)  # a params schema each
-    for kind in KINDS:
-        assert issubclass(method_class(kind), Method), kind
-        assert method_class(kind).kind == kind
 
 
 def test_adapters_take_their_defaults_from_the_schema():

@@ -12,6 +12,7 @@ import yaml
 from corereg.errors import CoreregError
 
 SCHEMA = Path(__file__).with_name("config.schema.yaml")
+ENGINE_BLOCK = "engine"  # the configuration's block of engine constants
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -86,10 +87,17 @@ def node_error(node: dict, values):
     return first_error(Draft202012Validator({**node, "$defs": schema()["$defs"]}), values)
 
 
+def engine_overrides_node() -> dict:
+    """The schema of an engine method's ``params`` and variants: the engine block's keys,
+    all optional (config.yaml's block is complete; overrides name some keys only)."""
+    return {k: v for k, v in schema()["properties"]["engine"].items() if k != "required"}
+
+
 def method_params_schema(kind: str) -> dict:
-    """The schema of ``methods.<name>.params`` for a method kind (engine: the engine block)."""
-    if kind == "engine":  # overrides name some keys only: the complete block is config.yaml's
-        return {k: v for k, v in schema()["properties"]["engine"].items() if k != "required"}
+    """The schema of ``methods.<name>.params`` for a built-in method kind (the engine's
+    are overrides of the engine block); a kind's adapter may declare its own node."""
+    if kind == "engine":
+        return engine_overrides_node()
     kinds = schema()["$defs"]["method_params"]
     if kind not in kinds:
         raise CoreregError(f"unknown method kind '{kind}'; known: {', '.join(kinds)}")
@@ -114,7 +122,11 @@ def method_defaults(kind: str) -> dict:
 def check_method_params(kind: str, params: dict, where: str) -> None:
     """Raise one CoreregError naming the first unknown or invalid parameter of ``params``
     (all keys optional) as ``<where>.<key>: <problem>``."""
-    node = method_params_schema(kind)
+    check_node_params(kind, method_params_schema(kind), params, where)
+
+
+def check_node_params(kind: str, node: dict, params: dict, where: str) -> None:
+    """:func:`check_method_params` against a given schema node (a kind's own)."""
     e = node_error(node, params or {})
     if e is None:
         return

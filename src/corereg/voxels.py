@@ -20,3 +20,17 @@ def dice_mean(fixed_lab, warped_lab, labels) -> float:
         if a.any():
             vals.append(float(2 * (a & b).sum() / (a.sum() + b.sum())))
     return float(np.mean(vals)) if vals else float("nan")
+
+
+# The engine halves its images three times (feature strides and the half-resolution fields).
+ENGINE_SIZE_MULTIPLE = 8
+
+
+def check_size_multiple(shape, multiple: int, where: str, who: str = "the engine") -> None:
+    """One CoreregError when an image size is not a multiple of what ``who`` needs."""
+    from corereg.errors import CoreregError
+
+    if any(int(n) % multiple for n in shape):
+        raise CoreregError(
+            f"{where}: {who} needs image sizes divisible by {multiple}, got {tuple(shape)}"
+        )

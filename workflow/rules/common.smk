@@ -76,8 +76,5 @@ def register_inputs(w):
     inputs = {"data": plan.prepared(w.dataset)}
     if plan.trainable(w.method):
         inputs["model"] = plan.model(run_of(w))
-    if plan.weights(w.method):
-        inputs["weights"] = plan.weights(w.method)
-    if plan.tool_build(w.method):
-        inputs["tool"] = plan.tool_build(w.method)
+    inputs.update(plan.assets(w.method))  # released weights, a compiled tool
     return inputs

@@ -54,7 +54,7 @@ rule label:
     benchmark:
         f"{RESULTS}/benchmarks/label/{{dataset}}.tsv"
     conda:
-        lambda w: os.path.join(ROOT, plan.label_env(w.dataset))
+        lambda w: os.path.join(ROOT, plan.stage_env(w.dataset, "label"))
     threads: res("label", "threads")
     resources:
         mem_mb=res("label", "mem_mb"),
@@ -105,8 +105,8 @@ rule weights:
         runtime=res("weights", "runtime"),
         gpu=res("weights", "gpu"),
     params:
-        url=lambda w: plan.method(w.method)["params"]["weights_url"],
-        md5=lambda w: plan.method(w.method)["params"].get("weights_md5") or "none",
+        url=lambda w: plan.asset_spec(w.method, "weights")["url"],
+        md5=lambda w: plan.asset_spec(w.method, "weights")["md5"],
         if_missing=lambda w: plan.if_missing(w.method),
     shell:
         "python -m corereg fetch-weights --url {params.url} --md5 {params.md5} --out {output}"
@@ -116,7 +116,7 @@ rule weights:
 # deedsBCV compiled from the user's checkout (DEEDs with params.implementation: deedsbcv).
 rule build_deedsbcv:
     input:
-        lambda w: plan.tool_sources(w.method),
+        lambda w: plan.asset_spec(w.method, "tool")["sources"],
     output:
         directory(f"{DATA}/tools/{{method}}/deedsbcv"),
     log:
@@ -131,7 +131,7 @@ rule build_deedsbcv:
         runtime=res("build", "runtime"),
         gpu=res("build", "gpu"),
     params:
-        source=lambda w: plan.tool_source(w.method),
+        source=lambda w: plan.asset_spec(w.method, "tool")["source"],
         if_missing=lambda w: plan.if_missing(w.method),
     shell:
         "python -m corereg build-deedsbcv --source {params.source:q} --out {output}"

@@ -19,7 +19,7 @@ rule table:
     benchmark:
         f"{RESULTS}/benchmarks/report/{{table}}.tsv"
     wildcard_constraints:
-        table="table[0-9]+",
+        table="|".join(plan.artifacts_of("table")) or "^$",
     conda:
         "../../envs/corereg.yaml"
     threads: res("report", "threads")
@@ -52,7 +52,7 @@ rule figure:
     benchmark:
         f"{RESULTS}/benchmarks/report/{{figure}}.tsv"
     wildcard_constraints:
-        figure="fig3|fig4a|fig4b",
+        figure="|".join(plan.artifacts_of("figure")) or "^$",
     conda:
         "../../envs/corereg.yaml"
     threads: res("report", "threads")
@@ -68,11 +68,10 @@ rule figure:
             if "metrics" in input.keys()
             else ""
         ),
-        logs=lambda w: (
-            "--logs " + " ".join(plan.fig4b_logs()) if w.figure == "fig4b" else ""
-        ),
+        logs=lambda w: plan.figure_logs(w.figure),
+        type=lambda w: plan.artifact_type(w.figure).name,
     shell:
-        "python -m corereg figure {wildcards.figure} --spec {params.spec} {params.metrics} {params.logs}"
+        "python -m corereg figure {params.type} --spec {params.spec} {params.metrics} {params.logs}"
         " --out {params.prefix} > {log} 2>&1"
 
 
@@ -137,7 +136,7 @@ rule claims:
         gpu=0,
     params:
         spec=lambda w, input: plan.quote(plan.claims_spec(input.claims)),
-        logs=lambda w: " ".join(plan.fig4b_logs()),
+        logs=lambda w: " ".join(plan.train_log_args("fig4b")),
         manifests=lambda w: plan.manifest_args_for(plan.claims_inputs()["data"]),
         out=lambda w, output: os.path.dirname(output.md),
     shell:

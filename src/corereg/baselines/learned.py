@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -36,12 +35,11 @@ from corereg.config import check_method_params, method_params
 from corereg.data.manifest import Manifest, train_val_pairs
 from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
-from corereg.io import atomic_path, write_csv, write_json
-from corereg.measure import PhaseClock, costs_record
+from corereg.measure import PhaseClock
 from corereg.params import DatasetSettings
 from corereg.registration.fields import warp
 from corereg.registration.methods import Method
-from corereg.training.checkpoint import Checkpoint
+from corereg.training.checkpoint import Checkpoint, ResumableTraining
 from corereg.voxels import dice_mean
 
 MODELS = {
@@ -128,7 +126,7 @@ class PairData:
 
 
 # ----------------------------------------------------------------------------- training
-class Trainer:
+class Trainer(ResumableTraining):
     def __init__(
         self,
         kind: str,
@@ -176,16 +174,11 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _resume(self) -> None:
-        st = self.checkpoint.load()
-        if st is None:
-            return
+    def restore(self, st: dict) -> None:
         self.net.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
-        self.rows, self.start = st["rows"], st["iteration"]
-        self.log(f"[train] resumed from {self.checkpoint.path} at iteration {self.start}")
 
     def _batch(self):
         idx = torch.randint(
@@ -213,7 +206,7 @@ class Trainer:
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
-        self._resume()
+        self.resume()
         val_every, ckpt_every = int(self.p["val_every"]), int(self.p["ckpt_every"])
         self.net.train()
         t0 = time.perf_counter()
@@ -246,31 +239,14 @@ class Trainer:
         return self._finish()
 
     def _finish(self) -> Path:
-        final = self.out / "final.pt"
-        with atomic_path(final, suffix=".pt") as tmp:
-            torch.save(
-                {
-                    "kind": self.kind,
-                    "model": self.net.state_dict(),
-                    "params": self.p,
-                    "seed": self.seed,
-                    "iterations": self.total,
-                },
-                tmp,
-            )
-        write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
-        write_json(
-            self.out / "costs.json",
-            costs_record(
-                self.clock,
-                self.device,
-                kind=self.kind,
-                shape=list(self.data.shape),
-                resumed_at=self.start,
-            ),
-        )
-        self.checkpoint.remove()
-        return final
+        model = {
+            "kind": self.kind,
+            "model": self.net.state_dict(),
+            "params": self.p,
+            "seed": self.seed,
+            "iterations": self.total,
+        }
+        return self.finish(model, kind=self.kind, shape=list(self.data.shape))
 
 
 def train(manifest: Manifest, spec: dict, device, out_dir, log=print) -> Path:

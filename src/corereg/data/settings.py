@@ -39,7 +39,7 @@ class TotalSegSettings:
 class SourceSettings:
     """Where a dataset's scans come from; each kind reads its own keys."""
 
-    kind: Literal["abdomenctct", "radchestct", "synthetic_abdomen", "synthetic_chest"]
+    kind: str  # a name of corereg.adapters.SOURCE_KINDS (the plan checks it)
     # synthetic phantoms (and the RAD-ChestCT patient split)
     seed: int = 0
     n_train: int | None = None

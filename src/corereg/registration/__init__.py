@@ -1,8 +1,8 @@
 """Registration methods behind one interface, and registration of a manifest's test pairs.
 
 A method maps (fixed HU, moving HU) on the same grid to a Learn2Reg field
-(H, W, D, 3) in voxel units of the fixed grid.  The kinds and their classes are
-listed in :mod:`corereg.registration.registry`.
+(H, W, D, 3) in voxel units of the fixed grid.  Each method kind's adapter
+(:mod:`corereg.adapters.method_kinds`) names its class and makes it.
 """
 
 from __future__ import annotations
@@ -13,28 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from corereg.device import describe, resolve_device, seed_everything, synchronize
-from corereg.errors import CoreregError, InputError, NotImplementedYet
+from corereg.errors import CoreregError, InputError
 from corereg.registration.methods import Method
-from corereg.registration.registry import KINDS, WITHOUT_ADAPTER, method_class
-
-
-def make_method(
-    kind: str, params: dict, device: torch.device, checkpoint=None, seed: int = 0
-) -> Method:
-    """A method of registry ``kind`` (see :mod:`corereg.registration.registry`)."""
-    if kind not in KINDS:
-        if kind in WITHOUT_ADAPTER:
-            raise NotImplementedYet(f"registration method kind '{kind}' ({WITHOUT_ADAPTER[kind]})")
-        raise CoreregError(f"unknown method kind '{kind}'; known: {', '.join(KINDS)}")
-    cls = method_class(kind)
-    if cls.needs_checkpoint and checkpoint is None:
-        raise CoreregError(f"method kind '{kind}' needs --checkpoint (a trained model)")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise InputError(checkpoint, "checkpoint file does not exist")
-    return cls(params=params, device=device, checkpoint=checkpoint, seed=seed)
 
 
 def timed_register(
@@ -147,7 +129,6 @@ __all__ = [
     "Method",
     "check_field",
     "check_pair",
-    "make_method",
     "register_manifest",
     "resolve_device",
     "timed_register",

@@ -23,19 +23,18 @@ from corereg.registration.pipeline import adam_field, check_shape, network_field
 
 class Engine(Method):
     """``params``: engine constants (config ``engine`` + method params; keys left out are
-    the checkpoint's training settings) plus the dataset's ``clamp_eval`` and
-    ``sdlogj_band``.  Test time reads ``test_adam`` and the ``reg_fac_*`` search keys."""
+    the checkpoint's training settings); ``dataset``: the dataset's test-time settings
+    (``clamp_eval``, ``sdlogj_band``).  Test time reads ``test_adam`` and the
+    ``reg_fac_*`` search keys."""
 
     needs_checkpoint = True
     kind = "engine"
 
-    def __init__(self, params, device, checkpoint=None, seed=0):
+    def __init__(self, params, device, checkpoint=None, seed=0, dataset=None):
         super().__init__(params, device, checkpoint, seed)
         self.net, self.ckpt = network.load_checkpoint(checkpoint, device)
         given = dict(self.params)
-        self.dataset = DatasetSettings.from_mapping(
-            {k: given.pop(k) for k in ("clamp_eval", "sdlogj_band") if k in given}
-        )
+        self.dataset = dataset if dataset is not None else DatasetSettings()
         # The checkpoint's training settings fill the keys left out; given keys override them.
         trained = self.ckpt.get("params", {})  # stage checkpoints carry none
         self.p = EngineParams.from_mapping(

@@ -16,7 +16,7 @@ class Method:
     """One registration method: ``register(fixed, moving) -> (H, W, D, 3)`` voxel field."""
 
     needs_checkpoint: ClassVar[bool] = False
-    kind: ClassVar[str] = "method"  # the registry kind (registry.KINDS maps it to the class)
+    kind: ClassVar[str] = "method"  # its method kind (corereg.adapters.METHOD_KINDS)
     # External CPU tools (NiftyReg, DEEDs) get no untimed CUDA warm-up pair.
     uses_cuda: ClassVar[bool] = True
 

@@ -119,9 +119,6 @@ def half(field: torch.Tensor) -> torch.Tensor:
 
 
 def check_shape(shape, where) -> None:
-    from corereg.errors import CoreregError
+    from corereg.voxels import ENGINE_SIZE_MULTIPLE, check_size_multiple
 
-    if any(n % 8 for n in shape):
-        raise CoreregError(
-            f"{where}: the engine needs image sizes divisible by 8, got {tuple(shape)}"
-        )
+    check_size_multiple(shape, ENGINE_SIZE_MULTIPLE, where)

@@ -53,3 +53,51 @@ class Checkpoint:
     def remove(self) -> None:
         """The training finished: its resume state is spent."""
         self.path.unlink(missing_ok=True)
+
+
+class ResumableTraining:
+    """What every trainer shares: resume from the checkpoint and finish the job.
+
+    A trainer sets ``out`` (the model folder), ``checkpoint`` (:class:`Checkpoint`),
+    ``clock`` (a :class:`corereg.measure.PhaseClock`), ``device``, ``rows`` (the log
+    rows), ``start`` (the first iteration to run) and ``log``, and implements
+    :meth:`restore` (its own state out of a saved one)."""
+
+    def restore(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def resume_note(self, state: dict) -> str:
+        """What the resume line adds after the iteration (e.g. the stage)."""
+        return ""
+
+    def resume(self) -> bool:
+        """Continue from the checkpoint if there is one (True), else leave the state fresh."""
+        state = self.checkpoint.load()
+        if state is None:
+            return False
+        self.restore(state)
+        self.rows, self.start = state["rows"], state["iteration"]
+        self.log(
+            f"[train] resumed from {self.checkpoint.path} at iteration {self.start}"
+            + self.resume_note(state)
+        )
+        return True
+
+    def finish(self, model: dict, **costs) -> Path:
+        """Write final.pt (``model``), train_log.csv and costs.json (the phases, peaks and
+        ``costs``), then drop the spent resume state; returns final.pt."""
+        import pandas as pd
+
+        from corereg.io import write_csv, write_json
+        from corereg.measure import costs_record
+
+        final = self.out / "final.pt"
+        with atomic_path(final, suffix=".pt") as tmp:
+            torch.save(model, tmp)
+        write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
+        write_json(
+            self.out / "costs.json",
+            costs_record(self.clock, self.device, **costs, resumed_at=self.start),
+        )
+        self.checkpoint.remove()  # the resume state (with its pseudo-labels) is spent
+        return final

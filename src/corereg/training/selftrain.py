@@ -17,20 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from corereg.data.manifest import Manifest, train_val_pairs
 from corereg.device import amp_active, seed_everything
 from corereg.errors import NotImplementedYet
-from corereg.io import atomic_path, write_csv, write_json
-from corereg.measure import PhaseClock, costs_record
+from corereg.measure import PhaseClock
 from corereg.params import DatasetSettings, EngineParams
 from corereg.registration import network
 from corereg.registration.fields import warp
 from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
 from corereg.training.augment import augment_pair
-from corereg.training.checkpoint import Checkpoint
+from corereg.training.checkpoint import Checkpoint, ResumableTraining
 from corereg.training.contrastive import (
     check_params,
     cl_weight,
@@ -101,7 +99,7 @@ def registration_loss(pred, target, full_shape, kind: str = "epe", crop: int = 8
 
 
 # ----------------------------------------------------------------------------- trainer
-class Trainer:
+class Trainer(ResumableTraining):
     def __init__(
         self,
         data: TrainData,
@@ -225,10 +223,7 @@ class Trainer:
         stage_weights = {"model": self.net.state_dict(), "arch": self.net.arch, "stage": self.stage}
         self.checkpoint.save(self._state(iteration), {f"stage{self.stage}.pt": stage_weights})
 
-    def _resume(self) -> bool:
-        st = self.checkpoint.load()
-        if st is None:
-            return False
+    def restore(self, st: dict) -> None:
         self.net = network.FeatureNet(
             **{k: st["arch"][k] for k in ("channels", "strides", "proj")}
         ).to(self.device)
@@ -243,13 +238,11 @@ class Trainer:
         for k, s in st["gens"].items():
             self.gens[k] = torch.Generator()
             self.gens[k].set_state(s)
-        self.labels, self.weights, self.rows = st["labels"], st["weights"], st["rows"]
-        self.start, self.stage = st["iteration"], st["stage"]
-        self.log(
-            f"[train] resumed from {self.checkpoint.path} at iteration {self.start} "
-            f"(stage {self.stage})"
-        )
-        return True
+        self.labels, self.weights = st["labels"], st["weights"]
+        self.stage = st["stage"]
+
+    def resume_note(self, st: dict) -> str:
+        return f" (stage {st['stage']})"
 
     # -- pseudo-labels and validation -------------------------------------------
     def _pair(self, f, m):
@@ -402,7 +395,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
-        if not self._resume():
+        if not self.resume():
             self._init_fresh()
         reset = self.p.optimizer_reset_every
         val_every = self.p.val_every
@@ -448,34 +441,21 @@ class Trainer:
         return self._finish()
 
     def _finish(self) -> Path:
-        final = self.out / "final.pt"
-        with atomic_path(final, suffix=".pt") as tmp:
-            torch.save(
-                {
-                    "model": self.net.state_dict(),
-                    "arch": self.net.arch,
-                    "params": self.p.to_dict(),
-                    "seed": self.seed,
-                    "stages": self.stages,
-                    "iterations": self.total,
-                },
-                tmp,
-            )
-        write_csv(self.out / "train_log.csv", pd.DataFrame(self.rows))
-        write_json(
-            self.out / "costs.json",
-            costs_record(
-                self.clock,
-                self.device,
-                kind="engine",
-                shape=list(self.d.shape),
-                form=self.p.cl_views if self._joint else "registration",
-                train_pairs=len(self.d.train_pairs),
-                resumed_at=self.start,
-            ),
+        model = {
+            "model": self.net.state_dict(),
+            "arch": self.net.arch,
+            "params": self.p.to_dict(),
+            "seed": self.seed,
+            "stages": self.stages,
+            "iterations": self.total,
+        }
+        return self.finish(
+            model,
+            kind="engine",
+            shape=list(self.d.shape),
+            form=self.p.cl_views if self._joint else "registration",
+            train_pairs=len(self.d.train_pairs),
         )
-        self.checkpoint.remove()  # the resume state (with all pseudo-labels) is spent
-        return final
 
 
 def cosine_lr(i: int, ips: int, lr_max: float, lr_min: float) -> float:

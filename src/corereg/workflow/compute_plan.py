@@ -16,8 +16,11 @@ import math
 
 import pandas as pd
 
-from corereg.workflow.jobs import TABLES, Plan, Run
+from corereg.config import ENGINE_BLOCK
+from corereg.workflow.jobs import Plan, Run
 
+# The rule that makes each kind of asset a method kind declares (corereg.adapters).
+ASSET_RULES = {"weights": "weights", "tool": "build"}
 CHECKPOINT_MB = 4.0  # FeatureNet: about 0.9 M float32 parameters plus optimiser state
 
 
@@ -30,15 +33,16 @@ def jobs_of_rules(plan: Plan) -> dict[str, list[Run | None]]:
         n = sum(stage in plan.stages(d) for d in datasets)
         if n:
             jobs[stage] = [None] * n
-    weights = {plan.weights(m) for m in {r.method for r in runs}} - {None}
-    if weights:
-        jobs["weights"] = [None] * len(weights)  # released weights, fetched once
+    for asset, rule in ASSET_RULES.items():  # released weights, compiled tools: made once
+        made = {plan.assets(m).get(asset) for m in {r.method for r in runs}} - {None}
+        if made:
+            jobs[rule] = [None] * len(made)
     jobs["train"] = sorted({r for r in runs if plan.trainable(r.method)}, key=str)
     jobs["register"] = list(runs)
     jobs["evaluate"] = list(runs)
-    figures = [a for a in plan.cfg["artifacts"] if a not in TABLES]
+    figures = plan.artifacts_of("figure")
     # tables, figures, the claims and the reproduction report
-    n_report = len([a for a in plan.cfg["artifacts"] if a in TABLES]) + len(figures) + 2
+    n_report = len(plan.artifacts_of("table")) + len(figures) + 2
     jobs["report"] = [None] * n_report
     return jobs
 
@@ -98,17 +102,21 @@ def _on_gpu(plan: Plan, rule: str, run) -> bool:
 def disk(plan: Plan) -> pd.DataFrame:
     runs = plan.all_runs()
     rows = []
-    fig3 = plan.cfg["artifacts"].get("fig3")  # None: the configuration draws no Figure 3
-    fig3_rows = len(fig3["rows"]) if fig3 else 0
+    # the qualitative figures' fields are kept (config fields.keep: figures)
+    shown = [a for a in plan.cfg["artifacts"] if "fields" in plan.artifact_inputs(a)]
     for d in sorted({r.dataset for r in runs}):
         shape = plan.cfg["datasets"][d]["shape"]
         vox = math.prod(shape)
-        scans, pairs = plan.dataset_counts(d)
+        scans, pairs = plan.counts(d).scans, plan.counts(d).test_pairs
         n_reg = sum(r.dataset == d for r in runs)
         n_train = len({r for r in runs if r.dataset == d and plan.trainable(r.method)})
-        stages = int(plan.cfg["engine"]["stages"])
+        stages = int(plan.cfg[ENGINE_BLOCK]["stages"])
         field = vox * 12 / 1e9  # GB of one float32 field
-        kept_fig = fig3_rows if fig3 and d in fig3["datasets"] else 0
+        kept_fig = sum(
+            len(plan.cfg["artifacts"][a]["rows"])
+            for a in shown
+            if d in plan.cfg["artifacts"][a]["datasets"]
+        )
         rows.append(
             {
                 "dataset": d,

@@ -34,12 +34,6 @@ MARGIN_RATIO = 3.0  # ... for a GPU figure estimated from the CPU by the T_inf r
 JOB_SLACK_S = 600.0
 MEM_MARGIN = 1.3  # mem_mb request = peak x margin + MEM_SLACK_MB, in steps of 1000
 MEM_SLACK_MB = 1024.0
-# Engine methods whose paper T_inf gives the GPU/CPU ratio (Table 1, seconds per pair).
-PAPER_T_INF = {
-    "abdomen": {"engine": 1.2, "voxelmorph": 0.2, "lapirn": 0.7},
-    "radchest": {"engine": 1.9, "voxelmorph": 0.3, "lapirn": 0.8},
-}
-NIFTYREG_DEFAULT_ITERATIONS = 150  # reg_f3d's own -maxit when the config gives none
 
 
 @dataclass(frozen=True)
@@ -114,7 +108,7 @@ def measure(plan) -> dict:
         key = ds.get("paper_key") or dataset
         units: dict[str, list] = {}
         peaks: dict[str, list] = {}
-        kinds = set()
+        devices = set()
 
         def add(name, value, _units=units):
             _units.setdefault(name, []).append(value)
@@ -125,12 +119,11 @@ def measure(plan) -> dict:
 
         prep = _benchmark(results / "benchmarks" / "prepare" / f"{dataset}.tsv")
         if prep:
-            scans, _ = plan.dataset_counts(dataset)
-            add("prepare_scan_s", prep["s"] / max(scans, 1))
+            add("prepare_scan_s", prep["s"] / max(plan.counts(dataset).scans, 1))
             peak("prepare", prep.get("max_rss"))
         for run in (r for r in runs if r.dataset == dataset):
-            m = plan.method(run.method)
-            kind = m["kind"]
+            kind = plan.kind(run.method)
+            params = plan.method_params(run.method, run.variant)
             sub = f"{run.dataset}/{run.method}/{run.variant}/seed{run.seed}"
             if plan.trainable(run.method):
                 cpath = results / "models" / sub / "costs.json"
@@ -139,27 +132,24 @@ def measure(plan) -> dict:
                     c = read_json(cpath)
                     if c.get("not_run"):
                         continue
-                    kinds.add(_device_kind(c["device"]))
+                    devices.add(_device_kind(c["device"]))
                     ph = c.get("phases", {})
-                    params = plan.method_params(run.method, run.variant)
-                    form = c.get("form", kind) if kind == "engine" else kind
+                    form = kind.train_form(c)
                     if "train_iteration" in ph:
                         add(f"train_iteration_s.{form}", ph["train_iteration"]["steady_s"])
                     if "pretrain_iteration" in ph:
                         add("pretrain_iteration_s", ph["pretrain_iteration"]["steady_s"])
-                    if kind == "engine" and "pseudo_labels" in ph:
-                        add("pseudo_label_pair_s", ph["pseudo_labels"]["per_unit_s"])
-                        add("label_adam_iters", int(params.get("adam_iters", 50)))
+                    kind.measure_train(ph, params, add)
                     if "validation" in ph:
-                        add(f"validation_pair_s.{kind}", ph["validation"]["per_unit_s"])
+                        add(f"validation_pair_s.{kind.name}", ph["validation"]["per_unit_s"])
                     accounted = sum(v["seconds"] for v in ph.values())
                     add("job_overhead_s", max(bench["s"] - accounted, 0.0))
-                    # engine peaks per form: CoRe's contrastive passes hold far more
-                    where = f"{kind}.{form}" if kind == "engine" else kind
-                    peak(f"train.{where}", bench.get("max_rss"))
-                    peak(f"train.{where}", c.get("peak", {}).get("rss_mb"))
-                    peak(f"gpu_train.{where}", c.get("peak", {}).get("cuda_reserved_mb"))
-                    add("train_scans", plan.train_scans(dataset))
+                    # peaks per form of training (CoRe's contrastive passes hold far more)
+                    where = kind.train_peak_name(form)
+                    peak(where, bench.get("max_rss"))
+                    peak(where, c.get("peak", {}).get("rss_mb"))
+                    peak(f"gpu_{where}", c.get("peak", {}).get("cuda_reserved_mb"))
+                    add("train_scans", plan.counts(dataset).train_scans)
             pairs_csv = results / "metrics" / sub / "pairs.csv"
             if not pairs_csv.is_file():
                 continue
@@ -167,28 +157,14 @@ def measure(plan) -> dict:
             if "device" in pairs and pairs["device"].astype(str).str.startswith("not run").any():
                 continue
             bench = _benchmark(results / "benchmarks" / "register" / f"{sub}.tsv")
-            peak(f"register.{kind}", bench.get("max_rss"))
+            peak(f"register.{kind.name}", bench.get("max_rss"))
             if "peak_rss_mb" in pairs:
-                peak(f"register.{kind}", pairs["peak_rss_mb"].max())
+                peak(f"register.{kind.name}", pairs["peak_rss_mb"].max())
             if "peak_cuda_reserved_mb" in pairs:
-                peak(f"gpu_register.{kind}", pairs["peak_cuda_reserved_mb"].max())
+                peak(f"gpu_register.{kind.name}", pairs["peak_cuda_reserved_mb"].max())
             if "device" in pairs and len(pairs):
-                kinds.add(_device_kind(str(pairs["device"].iloc[0])))
-            if kind == "engine" and "net_seconds" in pairs and pairs["adam_iters"].max() > 0:
-                add("net_pair_s", pairs["net_seconds"].mean())
-                add("search_rounds", pairs["search_rounds"].mean())
-                if "adam_step_seconds" in pairs:  # the loop apart from its set-up
-                    steps = pairs["adam_step_seconds"]
-                    add("adam_step_s", (steps / pairs["adam_iters"]).mean())
-                    add("adam_setup_s", (pairs["adam_seconds"] - steps).mean())
-            elif kind != "engine":
-                add(f"register_pair_s.{kind}", pairs["seconds"].mean())
-                if kind == "niftyreg":
-                    params = plan.method_params(run.method, run.variant)
-                    add(
-                        "niftyreg_iterations",
-                        params.get("max_iterations", NIFTYREG_DEFAULT_ITERATIONS),
-                    )
+                devices.add(_device_kind(str(pairs["device"].iloc[0])))
+            kind.measure_register(pairs, params, add)
             ev = _benchmark(results / "benchmarks" / "evaluate" / f"{sub}.tsv")
             if ev:
                 add("evaluate_pair_s", ev["s"] / max(len(pairs), 1))
@@ -204,8 +180,8 @@ def measure(plan) -> dict:
             else:
                 entry[top] = value
         entry["peak_mb"] = {name: _max(v) for name, v in sorted(peaks.items())}
-        for kind in kinds or {"cpu"}:
-            found.setdefault(kind, {})[key] = entry
+        for device in devices or {"cpu"}:
+            found.setdefault(device, {})[key] = entry
     out = {}
     for kind, datasets in found.items():
         out[kind] = {
@@ -222,8 +198,8 @@ def _device_kind(described: str) -> str:
     return "cuda" if described.startswith("cuda") else "cpu"
 
 
-def _describe_kind(kind: str) -> str:
-    if kind == "cuda":
+def _describe_kind(device: str) -> str:
+    if device == "cuda":
         import torch
 
         return torch.cuda.get_device_name() if torch.cuda.is_available() else "CUDA GPU"
@@ -324,42 +300,26 @@ def _get(entry: dict, name: str, sub: str | None = None):
     return v
 
 
-def gpu_ratio(model: dict, key: str, kind: str) -> float | None:
-    """GPU seconds per CPU second for a method kind: the paper's T_inf over this CPU's
-    (engine: network pass + one 50-step Adam run; VoxelMorph/LapIRN: a test pair)."""
+def gpu_ratio(model: dict, key: str, kind, t_inf: dict[str, float]) -> float | None:
+    """GPU seconds per CPU second for a method kind (its adapter's ``gpu_ratio``): the
+    paper's T_inf (``t_inf``: seconds per pair by method kind) over this CPU's."""
     cpu = _units(model, "cpu", key)
-    paper = PAPER_T_INF.get(key, {})
     if not cpu:
         return None
-    if kind in ("voxelmorph", "lapirn") and kind in paper:
-        t = _get(cpu, "register_pair_s", kind)
-        return paper[kind] / t if t else None
-    if "engine" in paper and cpu.get("net_pair_s") and cpu.get("adam_step_s"):
-        return paper["engine"] / (
-            cpu["net_pair_s"] + (cpu.get("adam_setup_s") or 0.0) + 50 * cpu["adam_step_s"]
-        )
-    return None
-
-
-def _validations(iters: int, val_every: int) -> int:
-    """How many validations a training loop of ``iters`` makes (first, every val_every, last)."""
-    if iters <= 0:
-        return 1
-    marks = {0, iters - 1} | {i for i in range(iters) if i % val_every == val_every - 1}
-    return len(marks)
+    return kind.gpu_ratio(cpu, t_inf)
 
 
 def predict(plan, rule: str, run, model: dict, device: str) -> Estimate:
     """Seconds and peak memory of one job of ``rule`` for ``run`` on ``device`` (cpu|cuda)."""
     ds = plan.cfg["datasets"][run.dataset]
     key = ds.get("paper_key") or run.dataset
-    kind = plan.method(run.method)["kind"] if run.method else None
+    kind = plan.kind(run.method) if run.method else None
     basis = f"measured {device}"
     entry = _units(model, device, key)
     factor = 1.0
     if entry is None and device == "cuda":
         entry = _units(model, "cpu", key)
-        factor = gpu_ratio(model, key, kind) if kind else None
+        factor = gpu_ratio(model, key, kind, plan.paper_t_inf(key)) if kind else None
         if entry is None or factor is None:
             return Estimate(None, None, "not measured")
         basis = "cuda = cpu x paper T_inf ratio"
@@ -371,7 +331,8 @@ def predict(plan, rule: str, run, model: dict, device: str) -> Estimate:
     if abs(voxels - 1) > 1e-9:
         basis += f", scaled by voxels ({voxels:.3g}x)"
     overhead = float(entry.get("job_overhead_s") or 0.0)
-    scans, test_pairs = plan.dataset_counts(run.dataset)
+    counts = plan.counts(run.dataset)
+    scans, test_pairs = counts.scans, counts.test_pairs
     params = plan.method_params(run.method, run.variant) if run.method else {}
     seconds = None
     mem = None
@@ -389,96 +350,26 @@ def predict(plan, rule: str, run, model: dict, device: str) -> Estimate:
             seconds = overhead + test_pairs * entry["evaluate_pair_s"] * voxels
         mem = peak("evaluate")
     elif rule == "train":
-        seconds = _train_seconds(plan, run, kind, params, entry, voxels, factor)
-        mem = peak(f"train.{kind}.{_engine_form(params)}" if kind == "engine" else f"train.{kind}")
+        seconds = kind.train_seconds(plan, run, params, entry, voxels, factor)
+        mem = peak(kind.train_peak_name(kind.planned_form(params)))
         if mem is not None:
             # every training scan is held as float32; the smoke run held train_scans of them
-            extra = plan.train_scans(run.dataset) - int(entry.get("train_scans") or 0)
+            extra = counts.train_scans - int(entry.get("train_scans") or 0)
             mem += max(extra, 0) * math.prod(ds["shape"]) * 4 / 2**20
-        if mem is not None and kind == "engine":
-            # pseudo-labels of every training pair stay in memory (half-resolution, float16)
-            train_pairs = plan.dataset_counts(run.dataset, train=True)
-            mem += train_pairs * math.prod(ds["shape"]) / 8 * 3 * 2 / 2**20
+            mem += kind.train_memory_extra_mb(plan, run)
         if seconds is not None:
             seconds += overhead
     elif rule == "register":
-        seconds = _register_seconds(kind, params, entry, voxels, factor, test_pairs)
+        seconds = kind.register_seconds(params, entry, voxels, factor, test_pairs)
         if seconds is not None:
             seconds += overhead
-        mem = peak(f"register.{kind}")
+        mem = peak(f"register.{kind.name}")
     if seconds is None:
         return Estimate(None, mem, "not measured")
     lent = sorted({borrowed[n] for n in entry.used if n in borrowed})
     if lent:
         basis += f", some units from {', '.join(lent)} scaled by voxels"
     return Estimate(seconds, mem, basis)
-
-
-def _engine_form(params: dict) -> str:
-    """The training step's form: registration only, or CoRe's contrastive views."""
-    if not params.get("contrastive") or params.get("contrastive_mode", "joint") != "joint":
-        return "registration"
-    return params.get("cl_views", "separate")
-
-
-def _train_seconds(plan, run, kind, params, entry, voxels, factor) -> float | None:
-    if kind == "engine":
-        iters = int(params["stages"]) * int(params["iters_per_stage"])
-        mode = params.get("contrastive_mode", "joint")
-        form = _engine_form(params)
-        it_s = _get(entry, "train_iteration_s", form)
-        if it_s is None and iters:
-            return None
-        adam = int(params.get("adam_iters", 50))
-        step = entry.get("adam_step_s") or 0.0
-        label_iters = entry.get("label_adam_iters") or adam
-        pl = (entry.get("pseudo_label_pair_s") or 0.0) + (adam - label_iters) * step
-        val = (_get(entry, "validation_pair_s", "engine") or 0.0) + (adam - label_iters) * step
-        train_pairs = plan.dataset_counts(run.dataset, train=True)
-        refreshes = int(params["stages"]) if iters else 0
-        n_val = _validations(iters, int(params.get("val_every", 100)))
-        secs = (it_s or 0.0) * iters
-        secs += refreshes * train_pairs * pl
-        secs += n_val * int(params.get("val_pairs", 4)) * val
-        if params.get("contrastive") and mode == "pretrain_frozen":
-            pre = entry.get("pretrain_iteration_s")
-            if pre is None:
-                return None
-            secs += int(params.get("cl_pretrain_iters", 8000)) * pre
-        return secs * voxels * factor
-    if kind in ("voxelmorph", "lapirn"):
-        it_s = _get(entry, "train_iteration_s", kind)
-        if it_s is None:
-            return None
-        iters = (
-            int(params["iterations"])
-            if kind == "voxelmorph"
-            else sum(int(n) for n in params["level_iterations"])
-        )
-        val = _get(entry, "validation_pair_s", kind) or 0.0
-        n_val = _validations(iters, int(params.get("val_every", 500)))
-        return (iters * it_s + n_val * val) * voxels * factor
-    return None
-
-
-def _register_seconds(kind, params, entry, voxels, factor, pairs) -> float | None:
-    if kind == "engine":
-        if entry.get("net_pair_s") is None:
-            return None
-        adam = int(params.get("adam_iters", 50)) if params.get("test_adam", True) else 0
-        rounds = entry.get("search_rounds") or 1.0
-        if not params.get("reg_fac_search", True):
-            rounds = 1.0
-        setup = (entry.get("adam_setup_s") or 0.0) if adam else 0.0
-        per_pair = entry["net_pair_s"] + rounds * (setup + adam * (entry.get("adam_step_s") or 0.0))
-        return pairs * per_pair * voxels * factor
-    per_pair = _get(entry, "register_pair_s", kind)
-    if per_pair is None:
-        return None
-    if kind == "niftyreg":
-        measured = entry.get("niftyreg_iterations") or NIFTYREG_DEFAULT_ITERATIONS
-        per_pair *= params.get("max_iterations", NIFTYREG_DEFAULT_ITERATIONS) / measured
-    return pairs * per_pair * voxels * factor
 
 
 def request(estimate: Estimate) -> tuple[int | None, int | None]:
