@@ -125,7 +125,33 @@ def render(schema: dict) -> tuple[str, list[str]]:
         lines += ["", f"## `{top}`", "", desc, "", *TABLE_HEAD]
         lines += [_row(*r) for r in rows if r[0].split(".")[0] == top and r[0] != top]
     lines += _method_params(schema, missing)
+    lines += _registered()
     return "\n".join(lines) + "\n", missing
+
+
+def _registered() -> list[str]:
+    """The names each registry accepts (method kinds, source kinds, artifact types)."""
+    from corereg.adapters import ARTIFACT_TYPES, METHOD_KINDS, SOURCE_KINDS
+
+    lines = [
+        "",
+        "## Registered kinds",
+        "",
+        "The values `methods.<name>.kind`, `datasets.<name>.source.kind` and "
+        "`artifacts.<name>.type` accept (docs/architecture.md says how to add one).",
+    ]
+    for title, registry in (
+        ("`methods.<name>.kind`", METHOD_KINDS),
+        ("`datasets.<name>.source.kind`", SOURCE_KINDS),
+        ("`artifacts.<name>.type`", ARTIFACT_TYPES),
+    ):
+        lines += ["", f"### {title}", "", "| name | what it is |", "|---|---|"]
+        for name in registry:
+            adapter = registry[name]
+            doc = " ".join((type(adapter).__doc__ or "").split("\n\n")[0].split())
+            doc = doc.replace("``", "`")
+            lines.append(f"| `{name}` | {doc or adapter.missing} |")
+    return lines
 
 
 def _method_params(schema: dict, missing: list) -> list[str]:

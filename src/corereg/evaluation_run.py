@@ -12,21 +12,7 @@ from corereg.data.manifest import Manifest, field_name
 from corereg.errors import InputError
 from corereg.evaluation import evaluate_pair
 from corereg.io import load_field, write_csv
-
-# Per-pair facts of the registration step carried into the metrics (engine: the test-time
-# reg_fac and whether its search reached the SDlogJ band).
-TIMING_EXTRAS = (
-    "reg_fac",
-    "reg_fac_status",
-    "net_seconds",
-    "adam_seconds",
-    "adam_step_seconds",
-    "adam_iters",
-    "search_rounds",
-    "peak_rss_mb",
-    "peak_cuda_allocated_mb",
-    "peak_cuda_reserved_mb",
-)
+from corereg.timing import CARRIED, SECONDS
 
 
 def evaluate_run(
@@ -65,10 +51,8 @@ def evaluate_run(
         if (p["fixed"], p["moving"]) not in timing.index:
             raise InputError(timing_path, f"no timing for pair {p['fixed']}_{p['moving']}")
         t = timing.loc[(p["fixed"], p["moving"])]
-        extra = {k: t[k] for k in TIMING_EXTRAS if k in t.index}
-        prows.append(
-            {**key, **summary, "seconds": float(t["seconds"]), "device": t["device"], **extra}
-        )
+        extra = {k: t[k] for k in CARRIED if k in t.index}
+        prows.append({**key, **summary, SECONDS: float(t[SECONDS]), "device": t["device"], **extra})
         print(f"[evaluate] {p['fixed']} <- {p['moving']}: Dice {summary['dice']:.3f}", flush=True)
     pairs = pd.DataFrame(prows)
     write_csv(out_structures, pd.DataFrame(srows))

@@ -1,4 +1,5 @@
 import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -7,12 +8,12 @@ from snakemake.utils import validate
 ROOT = workflow.basedir  # the repository (the main Snakefile lives there)
 SRC = os.path.join(ROOT, "src")
 sys.path.insert(0, SRC)
-# Jobs run `python -m corereg` from this checkout (no install needed in conda envs).
-# The name is a variable: this sets PYTHONPATH, it does not require it from the user.
-_PYTHONPATH = "PYTHONPATH"
-os.environ[_PYTHONPATH] = os.pathsep.join(
-    filter(None, [SRC, os.environ.get(_PYTHONPATH)])
-)
+# Jobs run `python -m corereg` from this checkout (no install needed in conda envs): every
+# job's shell puts the workflow's own src/ first on its module path.
+# (braces doubled: Snakemake formats the prefix like a shell command)
+_SRC_Q = shlex.quote(SRC).replace("{", "{{").replace("}", "}}")
+_KEEP = '"${{PYTHONPATH:+:$PYTHONPATH}}"'
+shell.prefix(f"export PYTHONPATH={_SRC_Q}{_KEEP}; ")
 
 from corereg import config as corereg_config  # noqa: E402
 from corereg.errors import CoreregError  # noqa: E402

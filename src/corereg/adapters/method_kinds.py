@@ -25,17 +25,23 @@ class InitialKind(MethodKind):
 
 
 class ConvexAdamKind(MethodKind):
+    """ConvexAdam with MIND-SSC features (the convexadam package), no training."""
+
     name = "convexadam"
     method = "corereg.registration.methods:ConvexAdam"
 
 
 class SAMConvexKind(MethodKind):
+    """SAMConvex: no adapter in this version (its rows read "not run" with the reason)."""
+
     name = "samconvex"
     missing = "SAMConvex has no adapter; its rows read 'not run' with the reason"
 
 
 # ----------------------------------------------------------------------------- NiftyReg
 class NiftyRegKind(MethodKind):
+    """NiftyReg's reg_f3d free-form deformation (the registration_tools environment)."""
+
     name = "niftyreg"
     method = "corereg.baselines.niftyreg:NiftyReg"
     DEFAULT_ITERATIONS: ClassVar[int] = 150  # reg_f3d's own -maxit when the config gives none
@@ -85,7 +91,8 @@ BUILD_DEEDSBCV = Verb(
 
 
 class DeedsKind(MethodKind):
-    """DEEDs: the TMI-2013 algorithm, or deedsBCV compiled by the workflow (asset ``tool``)."""
+    """DEEDs: the TMI-2013 algorithm, or deedsBCV compiled by the workflow (its asset
+    ``tool``)."""
 
     name = "deeds"
     method = "corereg.baselines.deeds:Deeds"
@@ -239,6 +246,8 @@ class LearnedKind(MethodKind):
 
 
 class VoxelMorphKind(LearnedKind):
+    """VoxelMorph (diffeomorphic), trained unsupervised on the training pairs."""
+
     name = "voxelmorph"
     method = "corereg.baselines.learned:VoxelMorph"
 
@@ -247,6 +256,8 @@ class VoxelMorphKind(LearnedKind):
 
 
 class LapIRNKind(LearnedKind):
+    """LapIRN (displacement, three levels), trained unsupervised on the training pairs."""
+
     name = "lapirn"
     method = "corereg.baselines.learned:LapIRNMethod"
 

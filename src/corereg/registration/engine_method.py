@@ -19,6 +19,7 @@ from corereg.registration import network
 from corereg.registration.fields import to_voxels
 from corereg.registration.methods import Method
 from corereg.registration.pipeline import adam_field, check_shape, network_field, prepare_input
+from corereg.timing import engine_row
 
 
 class Engine(Method):
@@ -93,18 +94,16 @@ class Engine(Method):
                 cache.append((path, affine))
             if not p.test_adam:
                 return [
-                    {
-                        "fixed": q["fixed"],
-                        "moving": q["moving"],
-                        "seconds": s,
-                        "reg_fac": float("nan"),
-                        "reg_fac_status": "off",
-                        "net_seconds": s,
-                        "adam_seconds": 0.0,
-                        "adam_step_seconds": 0.0,
-                        "adam_iters": 0,
-                        "search_rounds": 0,
-                    }
+                    engine_row(
+                        q,
+                        net=s,
+                        adam=0.0,
+                        steps=0.0,
+                        iters=0,
+                        rounds=0,
+                        reg_fac=float("nan"),
+                        status="off",
+                    )
                     for q, s in zip(pairs, net_secs, strict=True)
                 ]
             rows = self._search(pairs, cache, net_secs)
@@ -157,22 +156,20 @@ class Engine(Method):
                 flush=True,
             )
         self.chosen_reg_fac = res.reg_fac
+        # the parts of the run time (what `corereg costs` models): network, one Adam run at
+        # adam_iters steps (its loop alone beside it), and how many such runs the search made
         return [
-            {
-                "fixed": q["fixed"],
-                "moving": q["moving"],
-                "seconds": n + a,
-                "reg_fac": res.reg_fac,
-                "sdlogj_code_mean": res.sdlogj,
-                "reg_fac_status": res.status,
-                # the parts of the run time (what `corereg costs` models): network, one
-                # Adam run at adam_iters steps, and how many such runs the search made
-                "net_seconds": n,
-                "adam_seconds": a,
-                "adam_step_seconds": st,  # the loop alone; the rest is its set-up (G2, features)
-                "adam_iters": p.adam_iters,
-                "search_rounds": len(res.history),
-            }
+            engine_row(
+                q,
+                net=n,
+                adam=a,
+                steps=st,
+                iters=p.adam_iters,
+                rounds=len(res.history),
+                reg_fac=res.reg_fac,
+                status=res.status,
+                sdlogj=res.sdlogj,
+            )
             for q, n, a, st in zip(pairs, net_secs, secs["adam"], self._step_secs, strict=True)
         ]
 

@@ -10,6 +10,7 @@ import torch
 
 from corereg.config import method_params
 from corereg.device import warm_up
+from corereg.timing import pair_row
 
 
 class Method:
@@ -53,7 +54,7 @@ class Method:
                 timed_register(self, fixed, moving)  # CUDA context and kernels, not timed
             disp, secs = timed_register(self, fixed, moving)
             save(pair, disp, affine)
-            rows.append({"fixed": pair["fixed"], "moving": pair["moving"], "seconds": secs})
+            rows.append(pair_row(pair, secs))
             print(f"[register] {pair['fixed']} <- {pair['moving']}: {secs:.2f} s", flush=True)
         return rows
 

@@ -15,6 +15,7 @@ import pandas as pd
 from corereg.io import write_csv, write_text
 from corereg.stats import holm, wilcoxon_paired
 from corereg.stats_cluster import bootstrap_diff_ci
+from corereg.timing import SECONDS
 
 NOT_RUN = "not run"
 KEY = ["dataset", "method", "variant"]
@@ -47,7 +48,7 @@ PAIR_COLUMNS = {
     "hd95": float,
     "sdlogj_l2r": float,
     "sdlogj_code": float,
-    "seconds": float,
+    SECONDS: float,
     "device": str,
 }
 
@@ -177,7 +178,7 @@ def summarize(df, dataset, row, sdlogj_col, aggregate: str = "pooled") -> dict:
         "sdlogj_code": mean("sdlogj_code"),
         "sdlogj_std": mean("sdlogj_std"),
         "neg_jac_percent": mean("neg_jac_percent"),
-        "t_inf": mean("seconds"),
+        "t_inf": mean(SECONDS),
         "reg_fac": mean("reg_fac"),
         "reg_fac_status": ";".join(sorted(set(status))),
         "device": ";".join(sorted(sel.device.astype(str).unique())),

@@ -3,8 +3,8 @@
 View A: G's raw 4th-convolution output of a transformed image; view B: the
 original image's features transformed the same way at feature resolution.
 Sampled feature vectors at the same locations of both views are positives of an
-InfoNCE loss.  Paper and code disagree on the form (§10 items 1–6); every
-difference is a key of ``engine``:
+InfoNCE loss.  Paper and code disagree on the form (docs/method.md, 'Paper and released code:
+every difference and its switch'); every difference is a key of ``engine``:
 
 * ``cl_normalize`` (code: cosine, paper: inner product),
 * ``cl_negatives`` (code ``view_b_batch``: the other view-B vectors of the whole

@@ -157,7 +157,9 @@ class Trainer(ResumableTraining):
         if self.total > 0:  # stages: 0 needs no labels (the untrained reference network)
             first = network.build(self.p).to(self.device)  # random network for the stage-0 labels
             self._update_labels(first, stage=0)
-        self.net = network.build(self.p).to(self.device)  # fresh random weights (§1.4)
+        self.net = network.build(self.p).to(
+            self.device
+        )  # fresh random weights (docs/method.md, 'Cyclical self-training')
         if self._frozen:
             self._pretrain_g()
             self._freeze_g()
