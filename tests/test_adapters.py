@@ -219,3 +219,52 @@ def test_a_toy_method_and_source_kind_run_through_the_dry_run_and_the_plan(toy_c
     assert "methods.toy.params: unknown parameters ['strenght'] of method kind 'toy'" in (
         proc.stdout + proc.stderr
     )
+
+
+class _ToyMethodKind(MethodKind):
+    """A toy kind whose method class checks its parameters against the adapter's node."""
+
+    name = "toy_inproc"
+    method = "test_adapters:_ToyMethod"
+
+    def schema_node(self):
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"strength": {"type": "number", "minimum": 0, "default": 2.0}},
+        }
+
+
+def _toy_method_class():
+    from corereg.registration.methods import Initial
+
+    class ToyMethod(Initial.__mro__[1]):  # the Method base
+        kind = "toy_inproc"
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.resolve_params()
+
+        def register(self, fixed, moving):
+            import numpy as np
+
+            return np.full((*fixed.shape, 3), self.params["strength"], dtype=np.float32)
+
+    return ToyMethod
+
+
+def test_a_kind_registered_in_process_checks_params_with_its_own_node():
+    import numpy as np
+    import torch
+
+    globals()["_ToyMethod"] = _toy_method_class()
+    METHOD_KINDS.register("toy_inproc", _ToyMethodKind)
+    try:
+        method = METHOD_KINDS["toy_inproc"].make({}, torch.device("cpu"))
+        assert method.params == {"strength": 2.0}  # the node's default
+        assert float(method.register(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))[0, 0, 0, 0]) == 2.0
+        with pytest.raises(CoreregError, match=r"unknown parameters \['strenght'\]"):
+            METHOD_KINDS["toy_inproc"].make({"strenght": 1}, torch.device("cpu"))
+    finally:
+        METHOD_KINDS._entries.pop("toy_inproc")
+        METHOD_KINDS._made.pop("toy_inproc", None)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import engine_params
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
-from corereg.errors import CoreregError, NotImplementedYet
+from corereg.errors import CoreregError
 from corereg.registration.network import FeatureNet
 from corereg.training.augment import affine_grid, augment_image, draw_affines
 from corereg.training.contrastive import (
@@ -236,18 +236,66 @@ def test_view_b_gradient_switch(grad):
     assert b.requires_grad is grad
 
 
-def test_contrastive_switches_that_are_not_implemented_are_refused():
+def test_contrastive_switch_combinations_that_cannot_work_are_refused():
     base = engine_params(cl_aug={"geometric": True, "intensity": False})
     check_params(base)
     check_params(base.replace(cl_views="listing1"))
-    with pytest.raises(NotImplementedYet):
-        check_params(engine_params(cl_aug={"geometric": False, "deformable": True}))
-    with pytest.raises(NotImplementedYet):
-        check_params(base.replace(cl_feature_layer="post_relu_proj"))
+    check_params(engine_params(cl_aug={"geometric": False, "deformable": True}))
+    check_params(base.replace(cl_feature_layer="post_relu_proj"))
+    with pytest.raises(CoreregError, match="deformable view replaces the geometric one"):
+        check_params(engine_params(cl_aug={"geometric": True, "deformable": True}))
+    with pytest.raises(CoreregError, match="needs cl_feature_layer conv4_pre_bn"):
+        check_params(base.replace(cl_views="listing1", cl_feature_layer="post_relu_proj"))
     with pytest.raises(CoreregError, match="listing1"):
         check_params(engine_params(cl_aug={"intensity": True}, cl_views="listing1"))
     with pytest.raises(CoreregError, match=r"engine\.cl_views: 'both' is not one of"):
         base.replace(cl_views="both")
+
+
+def test_deformable_view_is_smooth_of_the_stated_size_and_moves_both_views():
+    from corereg.registration.fields import identity_grid
+    from corereg.training.contrastive import elastic_grid
+
+    shape = (40, 40, 40)
+    grid = elastic_grid(shape, torch.Generator().manual_seed(3), "cpu")
+    assert grid.shape == (1, *shape, 3)
+    disp = (grid - identity_grid(shape))[0] * (torch.tensor(shape[::-1]) - 1) / 2  # voxels
+    inner = disp[8:-8, 8:-8, 8:-8]
+    # smoothed U(-1, 1) noise (sigma 3..6) times 384..512: a few voxels, varying slowly
+    assert 0.3 < float(inner.abs().mean()) < 20
+    step = (inner[1:] - inner[:-1]).abs().mean() / inner.abs().mean()
+    assert float(step) < 0.5  # white noise: about 1.1
+    again = elastic_grid(shape, torch.Generator().manual_seed(3), "cpu")
+    assert torch.equal(grid, again)  # drawn from the generator only
+    # a pointwise network sees the same move in view A (image) and view B (features)
+    rng = np.random.default_rng(0)
+    from scipy import ndimage
+
+    img = torch.from_numpy(ndimage.gaussian_filter(rng.normal(size=shape), 4).astype(np.float32))[
+        None, None
+    ]
+    p = engine_params(cl_aug={"geometric": False, "deformable": True})
+    net = Pointwise(False)
+    with torch.no_grad():
+        a, b = views(net, img, p, torch.Generator().manual_seed(5), 0.03, "zero")
+    c = (..., slice(8, -8), slice(8, -8), slice(8, -8))
+    assert float((a - b)[c].abs().max() / a[c].abs().max()) < 1e-4
+    with torch.no_grad():
+        plain = net.conv4(img)
+    assert float((a - plain)[c].abs().max() / a[c].abs().max()) > 1e-2  # it did move
+
+
+def test_post_relu_projection_features_come_from_block_4_and_a_trained_conv():
+    from corereg.training.contrastive import contrastive_net
+
+    torch.manual_seed(0)
+    net = FeatureNet((8, 8, 16, 16), (2, 1, 2, 1), (16, 4))
+    proj = torch.nn.Conv3d(16, 16, 1)
+    x = torch.randn(1, 1, 16, 16, 16)
+    feats = contrastive_net(net, proj).conv4(x)
+    expect = proj(torch.relu(net[10](net.conv4(x))))
+    assert torch.allclose(feats, expect, atol=1e-6)
+    assert contrastive_net(net, None) is net
 
 
 @pytest.mark.parametrize("views_mode,grad", [("listing1", False), ("listing1", True)])

@@ -12,7 +12,13 @@ from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.errors import InputError
-from corereg.training.selftrain import cosine_lr, difficulty, rank_weights, registration_loss, train
+from corereg.training.selftrain import difficulty, rank_weights, registration_loss, train
+
+
+def cosine_lr(i: int, ips: int, lr_max: float, lr_min: float) -> float:
+    """The learning rate of iteration i under warm restarts every ``ips`` iterations."""
+    return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * (i % ips) / ips)) / 2
+
 
 SMALL = {
     "contrastive": False,
@@ -225,3 +231,58 @@ def test_split_backward_gives_the_joint_gradients(data):
     # and the contrastive term does contribute: without it the gradients differ
     _, _, reg_only = _one_step_gradients(d, {"contrastive": False})
     assert any(not torch.allclose(reg_only[n], joint[n], rtol=1e-3) for n in joint)
+
+
+SMALL_CL = {"cl_border": 1, "cl_num_samples": 50}  # 8^3 feature grids of 32^3 images
+
+
+def test_ema_update_known_answer():
+    from corereg.training.selftrain import ema_update
+
+    shadow = [torch.tensor([1.0, 2.0])]
+    ema_update(shadow, [torch.tensor([3.0, 0.0])], 0.9)
+    assert torch.allclose(shadow[0], torch.tensor([0.9 * 1 + 0.1 * 3, 0.9 * 2 + 0.1 * 0]))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"ema": True, "ema_decay": 0.5},
+        {"contrastive": True, "cl_feature_layer": "post_relu_proj", **SMALL_CL},
+        {"contrastive": True, "cl_aug": {"geometric": False, "deformable": True}, **SMALL_CL},
+    ],
+    ids=["ema", "post_relu_proj", "deformable"],
+)
+def test_code_only_options_train_deterministically_and_change_the_model(data, tmp_path, over):
+    quiet = {"log": lambda *_: None}
+    a = train(data, spec(**over), torch.device("cpu"), tmp_path / "a", **quiet)
+    b = train(data, spec(**over), torch.device("cpu"), tmp_path / "b", **quiet)
+    base = {k: v for k, v in over.items() if k in ("contrastive", *SMALL_CL)}
+    ref = train(data, spec(**base), torch.device("cpu"), tmp_path / "ref", **quiet)
+    wa, wb, wr = weights(a), weights(b), weights(ref)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wr[k]) for k in wa)
+    if over.get("ema"):
+        teacher = torch.load(tmp_path / "a" / "teacher_stage1.pt", weights_only=False)["model"]
+        student = torch.load(tmp_path / "a" / "stage1.pt", weights_only=False)["model"]
+        assert not torch.equal(teacher["0.weight"], student["0.weight"])
+        # BatchNorm buffers are the student's, not averaged
+        assert torch.equal(teacher["1.running_mean"], student["1.running_mean"])
+
+
+def test_ema_training_resumes_to_identical_weights(data, tmp_path):
+    import json
+
+    over = {"ema": True, "ema_decay": 0.5}
+    ref = train(data, spec(**over), torch.device("cpu"), tmp_path / "ref", log=lambda *_: None)
+    out = tmp_path / "killed"
+    code = (
+        "import json, sys, torch; from corereg.data.manifest import load_manifest; "
+        "from corereg.training.selftrain import train; "
+        f"train(load_manifest({str(data.root)!r}), json.loads(sys.argv[1]), torch.device('cpu'), {str(out)!r})"
+    )
+    proc = kill_after_checkpoints(code, 1, json.dumps(spec(**over)))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    resumed = train(data, spec(**over), torch.device("cpu"), out, log=lambda *_: None)
+    wr, wk = weights(ref), weights(resumed)
+    assert all(torch.equal(wr[k], wk[k]) for k in wr)

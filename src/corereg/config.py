@@ -93,11 +93,17 @@ def engine_overrides_node() -> dict:
     return {k: v for k, v in schema()["properties"]["engine"].items() if k != "required"}
 
 
+# Schema nodes that method kinds' adapters declare themselves (corereg.adapters), by kind.
+ADAPTER_NODES: dict[str, dict] = {}
+
+
 def method_params_schema(kind: str) -> dict:
-    """The schema of ``methods.<name>.params`` for a built-in method kind (the engine's
-    are overrides of the engine block); a kind's adapter may declare its own node."""
+    """The schema of ``methods.<name>.params`` for a method kind: the schema's node (the
+    engine's are overrides of the engine block), or the one its adapter declares."""
     if kind == "engine":
         return engine_overrides_node()
+    if kind in ADAPTER_NODES:
+        return ADAPTER_NODES[kind]
     kinds = schema()["$defs"]["method_params"]
     if kind not in kinds:
         raise CoreregError(f"unknown method kind '{kind}'; known: {', '.join(kinds)}")

@@ -32,7 +32,7 @@ class ContrastiveAugmentation:
 
     geometric: bool  # T_g: a random affine
     intensity: bool  # T_i: a random monotone intensity curve
-    deformable: bool  # a deformable view (not implemented: true stops the run)
+    deformable: bool  # the code's deformable view instead of the affine (needs geometric off)
 
 
 @dataclass(frozen=True)

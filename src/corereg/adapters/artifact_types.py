@@ -51,7 +51,6 @@ class TrainingCurves(ArtifactType):
     """Validation Dice over training iterations of the trainable rows."""
 
     name = "training_curves"
-    scored = False
 
     def inputs(self, plan, artifact):
         return {
@@ -74,7 +73,6 @@ class Qualitative(ArtifactType):
     """One test pair per dataset, warped by each row's method (the kept field)."""
 
     name = "qualitative"
-    scored = False
 
     def inputs(self, plan, artifact):
         runs = plan.runs(artifact)

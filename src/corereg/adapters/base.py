@@ -50,6 +50,7 @@ class Registry(Mapping):
                 raise CoreregError(
                     f"{self.what} '{name}': its adapter {cls.__name__} says it is '{adapter.name}'"
                 )
+            adapter.published()
             self._made[name] = adapter
         return self._made[name]
 
@@ -113,6 +114,14 @@ class MethodKind:
     missing: ClassVar[str] = ""  # why ``method`` is None (its rows read "not run")
     trainer: ClassVar[str | None] = None  # "module:function"(manifest, spec, device, out)
     shape_multiple: ClassVar[int] = 1  # every image size must be a multiple of this
+
+    def published(self) -> None:
+        """The registry made this adapter: a schema node it declares itself becomes the
+        one every check of this kind's parameters uses (method classes included)."""
+        from corereg.config import ADAPTER_NODES, schema
+
+        if self.name not in schema()["$defs"]["method_params"]:
+            ADAPTER_NODES[self.name] = self.schema_node()
 
     # -- parameters ---------------------------------------------------------------
     def schema_node(self) -> dict:
@@ -264,6 +273,9 @@ class SourceKind:
     required: ClassVar[tuple[str, ...]] = ()  # source keys the kind needs
     synthetic: ClassVar[bool] = False
 
+    def published(self) -> None:
+        """The registry made this adapter (nothing to announce)."""
+
     def check(self, plan, key: str) -> None:
         src = plan.cfg["datasets"][key]["source"]
         missing = [k for k in self.required if k not in src]
@@ -298,7 +310,9 @@ class ArtifactType:
     rule: ClassVar[str] = "figure"
     folder: ClassVar[str] = "figures"
     extensions: ClassVar[tuple[str, ...]] = ("png", "pdf")
-    scored: ClassVar[bool] = True  # reads the runs' pairs.csv (else see inputs)
+
+    def published(self) -> None:
+        """The registry made this adapter (nothing to announce)."""
 
     def outputs(self, plan, artifact: str) -> list[str]:
         return [f"{plan.results}/{self.folder}/{artifact}.{ext}" for ext in self.extensions]

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from corereg.params import EngineParams
+from corereg.registration.fields import identity_grid
 from corereg.training.augment import affine_grid, augment_image, draw_affines
 
 
@@ -157,29 +158,97 @@ def _base(net, images: torch.Tensor, p: EngineParams) -> torch.Tensor:
         return net.conv4(images)
 
 
-def move_features(base: torch.Tensor, affines) -> torch.Tensor:
-    """View B: feature maps moved by one affine each, sampled at feature resolution."""
-    grid = torch.cat([affine_grid(a, base.shape[2:], base.device) for a in affines])
+def _feature_grid(move: torch.Tensor, shape, device) -> torch.Tensor:
+    """The sampling grid of one view-A move at feature resolution: an affine (4, 4) is
+    sampled there; a deformable view's normalised grid (1, H, W, D, 3) is resized."""
+    if move.dim() == 2:
+        return affine_grid(move, shape, device)
+    grid = F.interpolate(
+        move.permute(0, 4, 1, 2, 3), size=tuple(shape), mode="trilinear", align_corners=False
+    )
+    return grid.permute(0, 2, 3, 4, 1)
+
+
+def move_features(base: torch.Tensor, moves) -> torch.Tensor:
+    """View B: feature maps moved by one affine (or deformable grid) each, sampled at
+    feature resolution."""
+    grid = torch.cat([_feature_grid(m, base.shape[2:], base.device) for m in moves])
     return F.grid_sample(base, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# The code's deformable view (batchgenerators' elastic deformation): magnitude and smoothness.
+ELASTIC_ALPHA = (384.0, 512.0)
+ELASTIC_SIGMA = (3.0, 6.0)
+
+
+def _gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian of (C, H, W, D), kernel radius 4 sigma, zeros outside."""
+    radius = int(4 * sigma + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    out = x[:, None]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = len(k)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        out = F.conv3d(F.pad(out, pad), k.view(shape))
+    return out[:, 0]
+
+
+def elastic_grid(shape, generator: torch.Generator, device) -> torch.Tensor:
+    """(1, H, W, D, 3) normalised sampling grid of the code's deformable view: uniform
+    noise in [-1, 1] per voxel and axis, Gaussian-smoothed with sigma ~ U(3, 6), times
+    alpha ~ U(384, 512), in voxels; normalised with n - 1 per axis (the code's random
+    affine of the same draw is discarded, as there)."""
+    u = torch.rand(2, generator=generator, dtype=torch.float64, device="cpu")
+    sigma = ELASTIC_SIGMA[0] + float(u[0]) * (ELASTIC_SIGMA[1] - ELASTIC_SIGMA[0])
+    alpha = ELASTIC_ALPHA[0] + float(u[1]) * (ELASTIC_ALPHA[1] - ELASTIC_ALPHA[0])
+    noise = torch.rand(3, *shape, generator=generator, device="cpu") * 2 - 1
+    disp = _gaussian_smooth(noise, sigma) * alpha  # voxels along axes 0, 1, 2
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape]).view(3, 1, 1, 1)
+    norm = (disp * scale).flip(0).permute(1, 2, 3, 0)[None]  # grid order (x, y, z) = (2, 1, 0)
+    return (identity_grid(tuple(shape)) + norm).to(device)
+
+
+class ProjectedFeatures:
+    """The pre-December-2024 contrastive features (``cl_feature_layer: post_relu_proj``):
+    a 1x1x1 convolution (``proj``, trained with the network) on G's post-ReLU output of
+    block 4, in place of the raw 4th convolution.  Stands in for the network in the
+    contrastive functions (they call ``conv4``)."""
+
+    def __init__(self, net, proj):
+        self.net, self.proj = net, proj
+
+    def conv4(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.net.prefix(x, 12))
+
+
+def contrastive_net(net, proj):
+    """What the contrastive functions read features from: the network, or its projection."""
+    return net if proj is None else ProjectedFeatures(net, proj)
 
 
 def check_params(p: EngineParams) -> None:
     """Reject contrastive settings that are named in the config but not implemented."""
-    from corereg.errors import CoreregError, NotImplementedYet
+    from corereg.errors import CoreregError
 
     aug = p.cl_aug
-    if aug.deformable:
-        raise NotImplementedYet(
-            "the code-only deformable contrastive view (engine.cl_aug.deformable)"
-        )
-    if p.cl_feature_layer != "conv4_pre_bn":
-        raise NotImplementedYet(
-            f"engine.cl_feature_layer '{p.cl_feature_layer}' (only conv4_pre_bn)"
+    if aug.deformable and aug.geometric:
+        raise CoreregError(
+            "engine.cl_aug: the deformable view replaces the geometric one (as in the released "
+            "code, where it is used only without it): set geometric false with deformable true"
         )
     if p.cl_views == "listing1" and (aug.intensity or not aug.geometric):
         raise CoreregError(
             "engine.cl_views 'listing1' takes view A from the registration input, which has only "
             "the geometric augmentation: it needs cl_aug {geometric: true, intensity: false}"
+        )
+    if p.cl_views == "listing1" and p.cl_feature_layer != "conv4_pre_bn":
+        raise CoreregError(
+            "engine.cl_views 'listing1' reuses the registration forward's conv4 output as view "
+            "A: it needs cl_feature_layer conv4_pre_bn"
         )
 
 
@@ -191,12 +260,16 @@ def view_a_input(
     pad: str,
     affines=None,
 ) -> tuple[torch.Tensor, list | None]:
-    """The augmented images whose conv4 output is view A (intensity, then the affine move),
-    and the affines used (None without the geometric augmentation)."""
+    """The augmented images whose conv4 output is view A (intensity, then the affine move,
+    or the deformable one), and the moves used (None without a spatial augmentation)."""
     aug = p.cl_aug
     x = images
     if aug.intensity:
         x = torch.cat([bezier_intensity(img[None], generator) for img in images])
+    if aug.deformable:
+        grids = [elastic_grid(images.shape[2:], generator, images.device) for _ in images]
+        moved = torch.cat([augment_image(x[k : k + 1], g, pad) for k, g in enumerate(grids)])
+        return moved, grids
     if not aug.geometric:
         return x, None
     if affines is None:

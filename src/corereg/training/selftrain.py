@@ -11,17 +11,17 @@ CPU with a fixed seed, ends with the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import math
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from corereg.data.manifest import Manifest, train_val_pairs
 from corereg.device import amp_active, seed_everything
-from corereg.errors import NotImplementedYet
 from corereg.measure import PhaseClock
 from corereg.params import DatasetSettings, EngineParams
 from corereg.registration import network
@@ -34,6 +34,7 @@ from corereg.training.contrastive import (
     cl_weight,
     contrastive_loss,
     contrastive_loss_listing1,
+    contrastive_net,
 )
 from corereg.voxels import dice_mean
 
@@ -111,8 +112,6 @@ class Trainer(ResumableTraining):
         log=print,
         clamp_train=None,
     ):
-        if params.ema:
-            raise NotImplementedYet("the EMA teacher option (engine.ema)")
         self.d, self.p, self.seed, self.device = data, params, seed, device
         self.out, self.clamp, self.log = Path(out_dir), clamp_eval, log
         self.checkpoint = Checkpoint(self.out, {"params": params.to_dict(), "seed": seed})
@@ -127,12 +126,17 @@ class Trainer(ResumableTraining):
         self.total = self.stages * self.ips
         self.rows: list[dict] = []
         self.clock = PhaseClock(device)
+        # cl_feature_layer post_relu_proj: the contrastive projection; ema: the teacher's
+        # parameters (the shadow) and the settings of its online labels (one warp)
+        self.proj: nn.Module | None = None
+        self.shadow: list[torch.Tensor] | None = None
+        self._teacher_p = params.replace(num_warps=1) if params.ema else None
 
     # -- state ------------------------------------------------------------------
     def _fresh_optim(self):
         p = self.p
         self.opt = torch.optim.Adam(
-            [q for q in self.net.parameters() if q.requires_grad], lr=p.lr_max
+            [q for q in self._trained_parameters() if q.requires_grad], lr=p.lr_max
         )
         if p.lr_schedule == "cosine_warm_restarts":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
@@ -143,6 +147,19 @@ class Trainer(ResumableTraining):
                 self.opt, T_max=self.total, eta_min=p.lr_min
             )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._amp)
+
+    def _trained_parameters(self) -> list:
+        return [*self.net.parameters(), *(self.proj.parameters() if self.proj else ())]
+
+    @property
+    def _cl_net(self):
+        """Where the contrastive loss reads its features (the network, or its projection)."""
+        return contrastive_net(self.net, self.proj)
+
+    def _make_proj(self) -> None:
+        if self.p.contrastive and self.p.cl_feature_layer == "post_relu_proj":
+            c = self.p.feat_channels[3]
+            self.proj = nn.Conv3d(c, c, 1).to(self.device)
 
     @property
     def _amp(self) -> bool:
@@ -160,9 +177,12 @@ class Trainer(ResumableTraining):
         self.net = network.build(self.p).to(
             self.device
         )  # fresh random weights (docs/method.md, 'Cyclical self-training')
+        self._make_proj()
         if self._frozen:
             self._pretrain_g()
             self._freeze_g()
+        if self.p.ema:  # the teacher starts as the student
+            self.shadow = [q.detach().clone() for q in self.net.parameters()]
         self._fresh_optim()
         self.start, self.stage = 0, 0
 
@@ -172,7 +192,7 @@ class Trainer(ResumableTraining):
     def _pretrain_g(self) -> None:
         p = self.p
         iters = p.cl_pretrain_iters
-        opt = torch.optim.Adam(self.net.parameters(), lr=p.lr_max)
+        opt = torch.optim.Adam(self._trained_parameters(), lr=p.lr_max)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(iters, 1), eta_min=p.lr_min
         )
@@ -188,7 +208,7 @@ class Trainer(ResumableTraining):
             with self.clock("pretrain_iteration"):
                 originals = [self._train_inputs(k) for k in idx.tolist()]
                 opt.zero_grad(set_to_none=True)
-                loss = contrastive_loss(self.net, originals, p, self.gens["aug"])
+                loss = contrastive_loss(self._cl_net, originals, p, self.gens["aug"])
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -219,19 +239,32 @@ class Trainer(ResumableTraining):
             "labels": self.labels,
             "weights": self.weights,
             "rows": self.rows,
+            **({"proj": self.proj.state_dict()} if self.proj is not None else {}),
+            **({"shadow": [q.cpu() for q in self.shadow]} if self.shadow is not None else {}),
         }
 
     def _save(self, iteration: int) -> None:
         stage_weights = {"model": self.net.state_dict(), "arch": self.net.arch, "stage": self.stage}
-        self.checkpoint.save(self._state(iteration), {f"stage{self.stage}.pt": stage_weights})
+        side = {f"stage{self.stage}.pt": stage_weights}
+        if self.shadow is not None:  # the teacher's weights of the stage (the code saves both)
+            side[f"teacher_stage{self.stage}.pt"] = {
+                **stage_weights,
+                "model": self._teacher().state_dict(),
+            }
+        self.checkpoint.save(self._state(iteration), side)
 
     def restore(self, st: dict) -> None:
         self.net = network.FeatureNet(
             **{k: st["arch"][k] for k in ("channels", "strides", "proj")}
         ).to(self.device)
         self.net.load_state_dict(st["model"])
+        self._make_proj()
+        if self.proj is not None:
+            self.proj.load_state_dict(st["proj"])
         if self._frozen:
             self._freeze_g()
+        if self.p.ema:
+            self.shadow = [q.to(self.device) for q in st["shadow"]]
         self._fresh_optim()
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
@@ -245,6 +278,33 @@ class Trainer(ResumableTraining):
 
     def resume_note(self, st: dict) -> str:
         return f" (stage {st['stage']})"
+
+    # -- the EMA teacher (engine.ema) ----------------------------------------------
+    def _teacher(self):
+        """The student with the shadow parameters (its BatchNorm buffers: the student's)."""
+        teacher = copy.deepcopy(self.net)
+        with torch.no_grad():
+            for q, s in zip(teacher.parameters(), self.shadow, strict=True):
+                q.copy_(s)
+        return teacher
+
+    def _teacher_label(self, teacher, k: int) -> torch.Tensor:
+        """The online pseudo-label of training pair k: H with ICE and one warp on the
+        unclamped inputs, then Adam on the teacher's features (half resolution, as stored)."""
+        fx, mv = self._pair(*self.d.train_pairs[k])
+        with torch.no_grad():
+            res = register_pair(
+                teacher,
+                fx,
+                mv,
+                self._teacher_p,
+                ice=True,
+                clamp=None,
+                use_adam=True,
+                reg_fac=self.p.reg_fac_train,
+                generator=self.gens["proj"],
+            )
+        return half(res.adam).detach()
 
     # -- pseudo-labels and validation -------------------------------------------
     def _pair(self, f, m):
@@ -331,14 +391,20 @@ class Trainer(ResumableTraining):
             generator=self.gens["sample"],
         )
         fs, ms, ts, originals, affs = [], [], [], [], []
+        teacher = self._teacher() if self.shadow is not None else None
         for k in idx.tolist():
             fx, mv = self._train_inputs(k)
+            label = (
+                self.labels[k : k + 1].to(self.device)
+                if teacher is None
+                else self._teacher_label(teacher, k)
+            )
             originals.append((fx, mv))
             with torch.no_grad():
                 fa, ma, lab, aff = augment_pair(
                     fx,
                     mv,
-                    self.labels[k : k + 1].to(self.device),
+                    label,
                     p.aug_strength_reg,
                     self.gens["aug"],
                     p.aug_label_composition,
@@ -385,13 +451,15 @@ class Trainer(ResumableTraining):
                         self.net, c4f, c4m, originals, affs, p, self.gens["aug"]
                     )
                 else:
-                    lc = contrastive_loss(self.net, originals, p, self.gens["aug"])
+                    lc = contrastive_loss(self._cl_net, originals, p, self.gens["aug"])
             self.last_cl = float(lc.detach())
             loss = loss + cl_weight(i, self.total, p) * lc
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
+        if self.shadow is not None:
+            ema_update(self.shadow, self.net.parameters(), self.p.ema_decay)
         return float(loss.detach())
 
     # -- the loop -------------------------------------------------------------------
@@ -460,9 +528,12 @@ class Trainer(ResumableTraining):
         )
 
 
-def cosine_lr(i: int, ips: int, lr_max: float, lr_min: float) -> float:
-    """Reference learning rate of iteration i under warm restarts every ``ips`` iterations."""
-    return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * (i % ips) / ips)) / 2
+@torch.no_grad()
+def ema_update(shadow, parameters, decay: float) -> None:
+    """shadow <- decay * shadow + (1 - decay) * theta, after each optimiser step (the
+    parameters only; BatchNorm buffers are not averaged)."""
+    for s, q in zip(shadow, parameters, strict=True):
+        s.mul_(decay).add_(q.detach(), alpha=1.0 - decay)
 
 
 def train(manifest: Manifest, spec: dict, device: torch.device, out_dir, log=print) -> Path:
@@ -474,4 +545,11 @@ def train(manifest: Manifest, spec: dict, device: torch.device, out_dir, log=pri
     ).run()
 
 
-__all__ = ["Trainer", "cosine_lr", "difficulty", "rank_weights", "registration_loss", "train"]
+__all__ = [
+    "Trainer",
+    "difficulty",
+    "ema_update",
+    "rank_weights",
+    "registration_loss",
+    "train",
+]
