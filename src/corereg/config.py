@@ -33,9 +33,55 @@ def schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (the last would silently win)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise CoreregError(
+                f"{loader.name}: line {key_node.start_mark.line + 1}: key '{key}' is given twice "
+                f"(first on line {seen[key] + 1}); keep one"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(path) -> dict:
+    """A configuration file: a mapping, without a key given twice (one line otherwise)."""
+    path = Path(path)
+    try:
+        loader = _StrictLoader(path.read_text())
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except (OSError, yaml.YAMLError) as exc:
+        raise CoreregError(f"{path}: not a readable YAML file ({exc.__class__.__name__})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CoreregError(
+            f"{path}: a configuration file holds settings by key, not a {type(data).__name__}"
+        )
+    return data
+
+
 def check(config: dict, files=()) -> None:
-    """Raise one CoreregError naming the first invalid key, its problem and the files."""
+    """Raise one CoreregError naming the first invalid key, its problem and the files (each
+    file read again strictly: a key given twice is refused)."""
     from jsonschema import Draft202012Validator
+
+    for f in files:
+        if Path(f).is_file():
+            read_yaml(f)
 
     e = first_error(Draft202012Validator(schema()), config)
     if e is not None:
@@ -159,10 +205,7 @@ def load(config=None, presets=()) -> dict:
         if not f.is_file():
             hint = "; give --config PATH (the repository's config.yaml)" if f == files[0] else ""
             raise CoreregError(f"{f}: configuration file does not exist{hint}")
-        try:
-            merged = deep_merge(merged, yaml.safe_load(f.read_text()) or {})
-        except (OSError, yaml.YAMLError) as exc:
-            raise CoreregError(f"{f}: not a readable YAML file ({exc.__class__.__name__})") from exc
+        merged = deep_merge(merged, read_yaml(f))
     check(merged, files)
     return merged
 

@@ -30,6 +30,14 @@ def _umask() -> int:
 
 
 MARKER = ".corereg-output"  # in every folder a step writes: such a folder may be replaced
+# What a folder holds (its marker says so): a step replaces only a folder of its own kind.
+DOWNLOAD, CONVERTED, LABELS = "a download", "converted scans", "labels"
+PREPARED, FIELDS, FIGURE_FIELDS, TOOL = (
+    "a prepared dataset",
+    "registered fields",
+    "a figure's fields",
+    "a compiled tool",
+)
 
 
 def remove_stale_parts(path: Path) -> None:
@@ -72,34 +80,90 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
-def check_replaceable(path: str | os.PathLike) -> None:
-    """Refuse to replace a file, or a non-empty folder that no corereg step wrote."""
+def marker_kind(folder: Path) -> str | None:
+    """What the corereg step that wrote ``folder`` made (its marker), or None without a
+    marker; folders of earlier versions carry a marker without a kind ("output")."""
+    marker = Path(folder) / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return str(json.loads(marker.read_text()).get("kind", "output"))
+    except (ValueError, AttributeError, OSError):
+        return "output"
+
+
+def check_replaceable(path: str | os.PathLike, kind: str = "output") -> None:
+    """Refuse to replace a file, a non-empty folder that no corereg step wrote, or a
+    folder a corereg step wrote as something else than ``kind`` (a prepared dataset is
+    never replaced by fields, a model folder never by a dataset, ...)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(path, "is a file; give a folder to write into")
-    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    found = marker_kind(path)
+    if found is None:
         raise InputError(
             path,
             "folder exists and holds files corereg did not write; "
             "give a new or empty folder (nothing was changed)",
         )
+    if "output" not in (found, kind) and found != kind:
+        raise InputError(
+            path,
+            f"holds {found} written by corereg, not {kind}; give another folder for the "
+            f"{kind} (nothing was changed)",
+        )
+
+
+def check_outputs(outputs: dict, inputs: dict) -> None:
+    """Refuse, before anything is written, an output that is an input, lies inside an
+    input folder or contains an input, and two outputs that are one path (resolved,
+    symlinks followed).  ``outputs``/``inputs``: option name -> path (None: not given)."""
+    outs = {k: Path(v).resolve() for k, v in outputs.items() if v}
+    ins = {k: Path(v).resolve() for k, v in inputs.items() if v}
+    seen: dict[Path, str] = {}
+    for name, out in outs.items():
+        if out in seen:
+            raise InputError(out, f"is given as both {seen[out]} and {name}; give two paths")
+        seen[out] = name
+        for iname, inp in ins.items():
+            if out == inp:
+                problem = f"is the input {iname}"
+            elif inp in out.parents and inp.is_dir():
+                problem = f"lies inside the input folder {iname} ({inp})"
+            elif out in inp.parents:
+                problem = f"contains the input {iname} ({inp})"
+            else:
+                continue
+            raise InputError(
+                out, f"{name} {problem}: writing it would change the input; nothing was changed"
+            )
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, kind: str = "output") -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; move it onto ``path`` on success.
 
-    The folder is marked as corereg's; an existing folder without that mark (a user's)
-    is never replaced.  Temporary folders of killed earlier runs are removed first."""
+    The folder is marked as corereg's ``kind`` (a prepared dataset, fields, ...); an
+    existing folder without that mark (a user's), or with another kind, is never
+    replaced.  Temporary folders of killed earlier runs are removed first."""
     path = Path(path)
-    check_replaceable(path)
+    check_replaceable(path, kind)
     _parent_folder(path)
     remove_stale_parts(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
         (tmp / MARKER).write_text(
-            "written by corereg; this folder is replaced when its step reruns\n"
+            json.dumps(
+                {
+                    "written_by": "corereg",
+                    "kind": kind,
+                    "note": "this folder is replaced when its step reruns",
+                }
+            )
+            + "\n"
         )
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if path.exists():
@@ -108,6 +172,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def check_nifti_name(path) -> None:
+    """A NIfTI output's name ends in .nii.gz (compressed) or .nii (uncompressed)."""
+    if not str(path).endswith(NIFTI_SUFFIXES):
+        raise InputError(path, "is not a NIfTI file name: end it in .nii.gz (or .nii)")
 
 
 def save_nifti(path, array: np.ndarray, affine: np.ndarray, dtype=None, disk_dtype=None) -> None:
@@ -120,7 +193,9 @@ def save_nifti(path, array: np.ndarray, affine: np.ndarray, dtype=None, disk_dty
         img.set_data_dtype(disk_dtype)
     elif np.issubdtype(array.dtype, np.integer):
         img.header.set_slope_inter(1, 0)
-    with atomic_path(path, suffix=".nii.gz") as tmp:
+    check_nifti_name(path)
+    suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
+    with atomic_path(path, suffix=suffix) as tmp:
         nib.save(img, tmp)
 
 
@@ -192,6 +267,11 @@ def load_labels(path, shape=None, spacing=None, allowed: Iterable[int] | None = 
                 path,
                 f"label ids {bad} are not labels of this dataset (allowed: 0 and {sorted(ok - {0})})",
             )
+    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+    if low < 0 or high > 255:
+        raise InputError(
+            path, f"label ids must lie in 0..255 (stored as uint8), found {low}..{high}"
+        )
     return data.astype(np.uint8), img.affine
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corereg.io import atomic_dir, atomic_path, read_json, write_csv, write_json
+from corereg.io import FIELDS, atomic_dir, atomic_path, read_json, write_csv, write_json
 
 RECORD = "not_run.json"
 
 
 def write_fields(out_dir, method: str, reason: str) -> None:
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, FIELDS) as tmp:
         write_json(tmp / RECORD, {"method": method, "reason": reason})
     print(f"[register] NOT RUN ({method}): {reason}", flush=True)
 

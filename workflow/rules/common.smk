@@ -13,7 +13,11 @@ sys.path.insert(0, SRC)
 # (braces doubled: Snakemake formats the prefix like a shell command)
 _SRC_Q = shlex.quote(SRC).replace("{", "{{").replace("}", "}}")
 _KEEP = '"${{PYTHONPATH:+:$PYTHONPATH}}"'
-shell.prefix(f"export PYTHONPATH={_SRC_Q}{_KEEP}; ")
+# A training resumes its checkpoint only on the data it was written on; the workflow's
+# jobs start over when the prepared dataset changed since (corereg train --help).
+shell.prefix(
+    f"export PYTHONPATH={_SRC_Q}{_KEEP}; export COREREG_OTHER_DATA_CHECKPOINT=restart; "
+)
 
 from corereg import config as corereg_config  # noqa: E402
 from corereg.errors import CoreregError  # noqa: E402

@@ -42,7 +42,7 @@ import numpy as np
 from corereg import not_run
 from corereg.baselines import run_binary
 from corereg.errors import CoreregError, InputError, ToolMissing
-from corereg.io import atomic_dir
+from corereg.io import TOOL, atomic_dir
 
 SOURCES = {"deedsBCV": "src/deedsBCV0.cpp", "linearBCV": "src/linearBCV.cpp"}
 BUILD_RECORD = "build.json"
@@ -104,7 +104,7 @@ def build(source, out_dir, cxx: str | None = None) -> Path:
             "deeds", f"no C++ compiler '{cxx}' to build deedsBCV (install g++ and zlib1g-dev)"
         )
     flags = compile_flags()
-    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
+    with atomic_dir(out_dir, TOOL) as tmp, tempfile.TemporaryDirectory() as scratch:
         # build from a copy: the user's checkout is only read
         src = Path(scratch) / "deedsBCV"
         shutil.copytree(source / "src", src / "src")

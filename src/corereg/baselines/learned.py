@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from corereg.config import check_method_params, method_params
-from corereg.data.manifest import Manifest, train_val_pairs
+from corereg.data.manifest import Manifest, data_fingerprint, train_val_pairs
 from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.measure import PhaseClock
@@ -123,6 +123,7 @@ class PairData:
             lab = torch.from_numpy(manifest.load_labels(i).astype(np.float32))[None, None]
             self.labels[i] = pad_to(lab, multiple).to(device)
         self.eval_labels = list(eval_labels or sorted(manifest.labels))
+        self.fingerprint = data_fingerprint(manifest, self.train + self.val)
 
 
 # ----------------------------------------------------------------------------- training
@@ -145,7 +146,6 @@ class Trainer(ResumableTraining):
             device,
         )
         self.out, self.log = Path(out_dir), log
-        self.checkpoint = Checkpoint(self.out, {"params": self.p, "seed": self.seed, "kind": kind})
         self.cls = model_class(kind)
         seed_everything(self.seed)
         self.net = self.cls(self.p).to(device)
@@ -157,6 +157,8 @@ class Trainer(ResumableTraining):
             int(self.p["val_pairs"]),
             eval_labels,
         )
+        identity = {"params": self.p, "seed": self.seed, "kind": kind}
+        self.checkpoint = Checkpoint(self.out, {**identity, "data": self.data.fingerprint})
         self.opt = torch.optim.Adam(self.net.parameters(), lr=float(self.p["lr"]))
         self.gen = torch.Generator().manual_seed(self.seed)
         self.total = self.net.total_iterations(self.p)

@@ -56,3 +56,11 @@ def config_options(s, presets_default=None, presets_help="presets merged over it
     """--config and --configfile, as for snakemake."""
     s.add_argument("--config", help="configuration file (default: ./config.yaml)")
     s.add_argument("--configfile", nargs="*", default=presets_default or [], help=presets_help)
+
+
+def dataset_folder(path) -> Path | None:
+    """A prepared dataset given as its folder or its manifest.json: the folder."""
+    if not path:
+        return None
+    path = Path(path)
+    return path.parent if path.name == "manifest.json" or path.is_file() else path

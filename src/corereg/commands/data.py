@@ -21,6 +21,9 @@ def prepare(a) -> None:
     if "source" not in spec:
         raise CoreregError("--spec: the dataset's entry has no 'source'")
     kind, source = _source(spec, a.dataset)
+    from corereg.io import check_outputs
+
+    check_outputs({"--out": a.out}, {"--raw": a.raw})
     kind.prepare(a, spec, source)
     print(f"[prepare] {a.dataset}: wrote {a.out}")
 
@@ -53,6 +56,9 @@ def stage(a) -> None:
     """A data step of the dataset's source kind (download, convert, label)."""
     spec = _stage_spec(a)
     kind, source = _source(spec, a.dataset)
+    from corereg.io import check_outputs
+
+    check_outputs({"--out": a.out}, {"--input": a.input})
     kind.run_stage(a.verb, a, spec, source)
 
 

@@ -22,15 +22,34 @@ def scored_runs(s, who: str = "") -> None:
     )
 
 
+def _read(a) -> dict:
+    """Every file and folder a verb of scored runs reads, by option (for check_outputs)."""
+    paths = [*(a.metrics or []), *(getattr(a, "structures", None) or [])]
+    paths += list(manifests(a.manifests).values())
+    paths += [item.split("=", 1)[-1] for item in getattr(a, "logs", None) or []]
+    return {f"input {i + 1} ({p})": p for i, p in enumerate(paths)}
+
+
+def _check_prefix(a, extensions, extra=()) -> None:
+    from corereg.io import check_outputs
+
+    names = [*(f"{a.out}.{e}" for e in extensions), *(f"{a.out}{x}" for x in extra)]
+    check_outputs({f"--out ({n})": n for n in names}, _read(a))
+
+
 def figure(a) -> None:
     from corereg.adapters import ARTIFACT_TYPES
 
-    ARTIFACT_TYPES[a.which].write(a, read_spec(a.spec))
+    kind = ARTIFACT_TYPES[a.which]
+    _check_prefix(a, kind.extensions)
+    kind.write(a, read_spec(a.spec))
 
 
 def table(a) -> None:
+    from corereg.adapters import ARTIFACT_TYPES
     from corereg.report.tables import write_table
 
+    _check_prefix(a, ARTIFACT_TYPES["table"].extensions, ["_structures.csv"])
     table = write_table(
         read_spec(a.spec), a.metrics, a.out, manifests(a.manifests), structure_csvs=a.structures
     )
@@ -39,8 +58,10 @@ def table(a) -> None:
 
 def claims(a) -> None:
     from corereg.adapters.artifact_types import labelled
+    from corereg.io import check_outputs
     from corereg.report.claims import write_claims
 
+    check_outputs({"--out-dir": a.out_dir}, _read(a))
     logs = labelled(a.logs)
     table = write_claims(
         read_spec(a.spec), a.metrics, a.structures, logs, manifests(a.manifests), a.out_dir

@@ -4,11 +4,19 @@ method kind's adapter (:data:`corereg.adapters.METHOD_KINDS`) trains and registe
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from corereg import __version__, not_run
 from corereg.adapters.base import Verb
-from corereg.commands import DEVICE_HELP, IF_MISSING_HELP, SPEC_HELP, THREADS_HELP, read_spec
+from corereg.commands import (
+    DEVICE_HELP,
+    IF_MISSING_HELP,
+    SPEC_HELP,
+    THREADS_HELP,
+    dataset_folder,
+    read_spec,
+)
 from corereg.errors import CoreregError, ToolMissing
 
 
@@ -16,7 +24,12 @@ def train(a) -> None:
     from corereg.adapters import METHOD_KINDS
     from corereg.data.manifest import load_manifest
     from corereg.device import resolve_device, set_threads
+    from corereg.io import check_outputs
+    from corereg.training.checkpoint import OTHER_DATA_ENV
 
+    check_outputs({"--out": a.out}, {"--data": dataset_folder(a.data)})
+    if a.other_data_checkpoint:
+        os.environ[OTHER_DATA_ENV] = a.other_data_checkpoint
     spec = read_spec(a.spec)
     if "kind" not in spec:
         raise CoreregError("--spec: the train job's settings name no method 'kind'")
@@ -37,7 +50,10 @@ def register(a) -> None:
     from corereg.device import describe, resolve_device, set_threads
     from corereg.errors import InputError
     from corereg.io import (
+        FIELDS,
         atomic_dir,
+        check_nifti_name,
+        check_outputs,
         check_replaceable,
         load_image,
         save_field,
@@ -52,6 +68,18 @@ def register(a) -> None:
     params = read_spec(a.params)
     if a.manifest and not a.out_dir:
         raise CoreregError("--manifest needs --out-dir")
+    if a.manifest:  # nothing is written over or into an input, before any work
+        check_outputs(
+            {"--out-dir": a.out_dir},
+            {"--manifest": dataset_folder(a.manifest), "--checkpoint": a.checkpoint},
+        )
+        check_replaceable(a.out_dir, FIELDS)
+    elif a.out:
+        check_nifti_name(a.out)
+        check_outputs(
+            {"--out": a.out},
+            {"--fixed": a.fixed, "--moving": a.moving, "--checkpoint": a.checkpoint},
+        )
     try:
         method = METHOD_KINDS[a.method].make(params, device, a.checkpoint, a.seed)
     except ToolMissing as exc:
@@ -60,9 +88,8 @@ def register(a) -> None:
         not_run.write_fields(a.out_dir, a.method, exc.reason)
         return
     if a.manifest:
-        check_replaceable(a.out_dir)  # before hours of registration, not after
         manifest = load_manifest(a.manifest)
-        with atomic_dir(a.out_dir) as tmp:
+        with atomic_dir(a.out_dir, FIELDS) as tmp:
             timing = register_manifest(
                 manifest, method, tmp, split=a.split, field_storage=a.field_storage
             )
@@ -104,8 +131,11 @@ def keep_field(a) -> None:
 
     from corereg.data.manifest import field_name, load_manifest
     from corereg.errors import InputError
-    from corereg.io import atomic_dir
+    from corereg.io import FIGURE_FIELDS, atomic_dir, check_outputs
 
+    check_outputs(
+        {"--out-dir": a.out_dir}, {"--fields": a.fields, "--manifest": dataset_folder(a.manifest)}
+    )
     manifest = load_manifest(a.manifest)
     pairs = manifest.pairs("test")
     if not 0 <= a.pair_index < len(pairs):
@@ -118,7 +148,7 @@ def keep_field(a) -> None:
     name = field_name(pair["fixed"], pair["moving"])
     if not record.is_file() and not (src / name).is_file():
         raise InputError(src / name, "file does not exist (the register step wrote no such field)")
-    with atomic_dir(a.out_dir) as tmp:
+    with atomic_dir(a.out_dir, FIGURE_FIELDS) as tmp:
         for f in (record, src / name):
             if f.is_file():
                 shutil.copyfile(f, tmp / f.name)
@@ -127,6 +157,12 @@ def keep_field(a) -> None:
 def evaluate(a) -> None:
     from corereg.data.manifest import load_manifest
     from corereg.evaluation_run import evaluate_run
+    from corereg.io import check_outputs
+
+    check_outputs(
+        {"--out-structures": a.out_structures, "--out-pairs": a.out_pairs},
+        {"--manifest": dataset_folder(a.manifest), "--fields": a.fields},
+    )
 
     spec = read_spec(a.spec)
     evaluate_run(load_manifest(a.manifest), Path(a.fields), spec, a.out_structures, a.out_pairs)
@@ -142,6 +178,13 @@ def _train_options(s) -> None:
     s.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     s.add_argument("--out", required=True, help="model folder (final.pt, train_log.csv)")
     s.add_argument("--if-missing", choices=["report", "fail"], default="fail", help=IF_MISSING_HELP)
+    s.add_argument(
+        "--other-data-checkpoint",
+        choices=["fail", "restart"],
+        default=None,
+        help="a checkpoint.pt in --out written on other training data: stop (fail, the default) "
+        "or remove it and start over (restart, what the workflow's jobs do)",
+    )
 
 
 def _register_options(s) -> None:

@@ -25,7 +25,7 @@ from corereg.data.manifest import ABDOMEN_LABELS, relative_to, write_manifest
 from corereg.data.settings import SourceSettings
 from corereg.data.sources import ChecksumLock, download
 from corereg.errors import CoreregError, InputError
-from corereg.io import atomic_dir, load_image, load_labels
+from corereg.io import DOWNLOAD, PREPARED, atomic_dir, load_image, load_labels
 
 NAME = "AbdomenCTCT"
 # used when the dataset json has no label block
@@ -39,18 +39,30 @@ def fetch(source, out, log=print, dataset: str = "abdomen") -> Path:
         raise CoreregError(f"datasets.{dataset}.source: no 'url' to download from")
     out = Path(out)
     downloads = out.parent / "downloads"
+    lock = ChecksumLock(out.parent / "checksums.lock.json")
     archive = download(
         source.url,
         downloads / Path(source.url.split("?")[0]).name,
         md5=source.md5,
         size=source.size,
-        lock=ChecksumLock(out.parent / "checksums.lock.json"),
+        lock=lock,
         log=log,
         **source.network(),
     )
-    with atomic_dir(out) as tmp:
-        unpack(archive, tmp)
-        find_root(tmp)
+    try:
+        with atomic_dir(out, DOWNLOAD) as tmp:
+            unpack(archive, tmp)
+            find_root(tmp)
+    except InputError as exc:
+        # not the release (a proxy's page, another archive): neither the file nor its
+        # checksum is kept, so the next run downloads it anew
+        lock.forget(archive.name)
+        archive.unlink(missing_ok=True)
+        raise InputError(
+            archive,
+            f"{exc.problem}; the archive and its checksum entry were removed, the next run "
+            "downloads it again (a file of your own there: check that it is the release)",
+        ) from None
     log(f"[download] unpacked {archive.name} into {out}")
     return out
 
@@ -64,12 +76,7 @@ def unpack(archive: Path, dest: Path) -> None:
                     raise InputError(archive, f"unsafe path '{member}' in the archive")
             zf.extractall(dest)
     except zipfile.BadZipFile as exc:
-        lock = archive.parent.parent / "checksums.lock.json"
-        raise InputError(
-            archive,
-            f"not a zip archive ({exc}); delete it and its entry in {lock}, "
-            "then run the step again to download it anew",
-        ) from exc
+        raise InputError(archive, f"not a zip archive ({exc})") from exc
 
 
 def find_root(raw: Path) -> Path:
@@ -111,7 +118,7 @@ def prepare(raw, out, dataset: str, spec: dict, log=print) -> Path:
             meta_path, f"config lists scans {sorted(set(train) & set(test))} in both train and test"
         )
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, PREPARED) as tmp:
         cases = []
         for split, ids in (("train", train), ("test", test)):
             for i in ids:

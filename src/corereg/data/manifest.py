@@ -182,6 +182,13 @@ def load_manifest(path) -> Manifest:
         raise InputError(path, f"manifest lacks the keys {missing}")
     if meta["format"] != FORMAT:
         raise InputError(path, f"unknown manifest format '{meta['format']}' (expected {FORMAT})")
+    try:
+        label_ids = [int(k) for k in meta["labels"]]
+    except (TypeError, ValueError):
+        raise InputError(path, "labels must map integer ids to names") from None
+    if any(not 1 <= i <= 255 for i in label_ids):
+        bad = sorted(i for i in label_ids if not 1 <= i <= 255)
+        raise InputError(path, f"label ids {bad} lie outside 1..255 (labels are stored as uint8)")
     ids = {c["id"] for c in meta["cases"]}
     for p in meta["pairs"]:
         for role in ("fixed", "moving"):
@@ -190,3 +197,20 @@ def load_manifest(path) -> Manifest:
         if p.get("split") not in ("train", "val", "test"):
             raise InputError(path, f"pair {p} has no split train/val/test")
     return Manifest(path, meta)
+
+
+def data_fingerprint(manifest: Manifest, pairs) -> str:
+    """What a training read: the manifest's content, every case file's size and
+    modification time (a re-prepared dataset has new files) and the pairs it trains and
+    validates on.  A checkpoint carries it, so a resumed job continues on the same data."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(manifest.path.read_bytes())
+    for case in manifest.cases():
+        for key in ("image", "label"):
+            if case.get(key):
+                st = (manifest.root / case[key]).stat()
+                h.update(f"{case['id']}:{key}:{st.st_size}:{st.st_mtime_ns};".encode())
+    h.update(json.dumps([list(p) for p in pairs]).encode())
+    return h.hexdigest()[:16]

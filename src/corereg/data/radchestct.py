@@ -198,7 +198,7 @@ def fetch(source, out, dataset: str = "radchest", log=print) -> Path:
 
     from corereg.data.settings import SourceSettings
     from corereg.data.sources import download, token_from_env, zenodo_files
-    from corereg.io import atomic_dir
+    from corereg.io import DOWNLOAD, atomic_dir
 
     out = Path(out)
     source = SourceSettings.of(source, f"datasets.{dataset}.source")
@@ -245,7 +245,7 @@ def fetch(source, out, dataset: str = "radchest", log=print) -> Path:
         f = files[f"{s}.npz"]
         download(f.url, cache / f.name, size=f.size, md5=f.md5, token=token, log=log, **net)
     counts = {k: sum(p["split"] == k for p in pairs) for k in ("train", "val", "test")}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, DOWNLOAD) as tmp:
         with open(tmp / "pairs.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, PAIR_FIELDS)
             w.writeheader()
@@ -275,14 +275,14 @@ def convert(raw, out, spec: dict, log=print) -> Path:
     import json
     import shutil
 
-    from corereg.io import atomic_dir
+    from corereg.io import CONVERTED, atomic_dir
 
     raw, out = Path(raw), Path(out)
     info = json.loads((raw / "pairs.json").read_text())
     cache = Path(info["downloads"])
     pairs = _read_csv(raw / "pairs.csv")
     scans = sorted({p[r] for p in pairs for r in ("fixed", "moving")})
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, CONVERTED) as tmp:
         for k, s in enumerate(scans):
             convert_scan(
                 cache / f"{s}.npz",
@@ -317,7 +317,7 @@ def prepare(label_dir, out, dataset: str, spec: dict, log=print) -> Path:
 
     from corereg.data.manifest import relative_to, write_manifest
     from corereg.data.totalseg import STRUCTURES
-    from corereg.io import atomic_dir, load_image, load_labels
+    from corereg.io import PREPARED, atomic_dir, load_image, load_labels
 
     label_dir, out = Path(label_dir), Path(out)
     info = json.loads((label_dir / "pairs.json").read_text())
@@ -329,7 +329,7 @@ def prepare(label_dir, out, dataset: str, spec: dict, log=print) -> Path:
     for p in pairs:
         for role in ("fixed", "moving"):
             split_of.setdefault(p[role], p["split"])
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, PREPARED) as tmp:
         cases = []
         for scan, split in sorted(split_of.items()):
             fn = f"RadChestCT_{scan}_0000.nii.gz"

@@ -69,13 +69,26 @@ def redact(text: str, secrets) -> str:
 
 
 def _public_url(url: str) -> str:
-    """The URL without query parameters that look like credentials."""
+    """The URL without credentials: no user or password before the host, no query
+    parameters that look like tokens."""
     parts = urlsplit(url)
     query = [
         (k, "***" if k.lower() in ("token", "access_token") else v)
         for k, v in parse_qsl(parts.query)
     ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+def _userinfo(url: str) -> list[str]:
+    """The credentials written into a URL (``user:password@``), to be redacted."""
+    netloc = urlsplit(url).netloc
+    if "@" not in netloc:
+        return []
+    info = netloc.rsplit("@", 1)[0]
+    return [info, *info.split(":", 1)]
 
 
 def md5sum(path: Path) -> str:
@@ -110,6 +123,14 @@ class ChecksumLock:
 
     def record(self, name: str, size: int, md5: str) -> None:
         self.data[name] = {"size": size, "md5": md5}
+        self._write()
+
+    def forget(self, name: str) -> None:
+        """Drop ``name``'s entry (its file turned out not to be what was expected)."""
+        if self.data.pop(name, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".part")
         tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
@@ -172,7 +193,7 @@ def download(
 
     dest = Path(dest)
     name = dest.name
-    secrets = [token] if token else []
+    secrets = [*([token] if token else []), *_userinfo(url)]
     shown = redact(_public_url(url), secrets)
     recorded = lock.get(name) if lock is not None else None
     if recorded and md5 is None:
@@ -269,6 +290,11 @@ def download(
                 f"[download] {name}: {reason}; retry {attempt}/{retries} in {wait:.0f} s (resuming)"
             )
             time.sleep(wait)
+        except requests.exceptions.RequestException as exc:  # redirects, scheme, URL: no retry
+            raise DownloadError(
+                f"{name}: {shown} cannot be downloaded ({exc.__class__.__name__}: "
+                f"{redact(str(exc), secrets)[:200]})"
+            ) from None
     got_size = part.stat().st_size
     if size is not None and got_size != size:
         part.unlink()
@@ -337,16 +363,31 @@ def zenodo_files(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         resp = http.get(url, headers=headers, timeout=timeout)
-    except (requests.ConnectionError, requests.Timeout) as exc:
+    except requests.exceptions.RequestException as exc:
         raise DownloadError(
-            f"Zenodo record {record}: {url} cannot be reached ({exc.__class__.__name__})"
+            f"Zenodo record {record}: {_public_url(url)} cannot be reached "
+            f"({exc.__class__.__name__})"
         ) from None
     if resp.status_code in (401, 403):
         raise DownloadError(f"Zenodo record {record}: access not granted (HTTP {resp.status_code})")
     if resp.status_code != 200:
         raise DownloadError(f"Zenodo record {record}: HTTP {resp.status_code} from {url}")
+    try:
+        body = resp.json()
+    except ValueError:
+        raise DownloadError(
+            f"Zenodo record {record}: {_public_url(url)} answered with something that is not JSON "
+            "(a login page or a proxy?); check the api setting"
+        ) from None
+    entries = body.get("files") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or any(
+        not isinstance(f, dict) or "key" not in f for f in entries
+    ):
+        raise DownloadError(
+            f"Zenodo record {record}: the answer of {_public_url(url)} lists no files with a 'key'"
+        )
     files = []
-    for f in resp.json().get("files", []):
+    for f in entries:
         checksum = f.get("checksum", "")
         md5 = checksum.split(":", 1)[1] if checksum.startswith("md5:") else None
         link = f.get("links", {}).get("self") or f"{url}/files/{f['key']}/content"

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from corereg.data.manifest import ABDOMEN_LABELS, write_manifest
-from corereg.io import atomic_dir, save_nifti
+from corereg.io import PREPARED, atomic_dir, save_nifti
 
 CHEST_LABELS = {
     1: "lung upper lobe left",
@@ -374,7 +374,7 @@ def generate_abdomen(
     if n_train < 2 or n_test < 2:
         raise ValueError("synthetic abdomen needs at least 2 train and 2 test scans")
     affine = affine_for(shape, spacing)
-    with atomic_dir(out_dir) as root:
+    with atomic_dir(out_dir, PREPARED) as root:
         cases = []
         for idx in range(n_train + n_test):
             case_id = f"{idx + 1:04d}"
@@ -420,7 +420,7 @@ def generate_chest(
     if n_train_pairs < 1 or n_test_pairs < 1:
         raise ValueError("synthetic chest needs at least 1 train and 1 test pair")
     affine = affine_for(shape, spacing)
-    with atomic_dir(out_dir) as root:
+    with atomic_dir(out_dir, PREPARED) as root:
         cases, pairs = [], []
         for p in range(n_train_pairs + n_test_pairs):
             split = "train" if p < n_train_pairs else "test"
@@ -468,7 +468,7 @@ def generate_deformed(
     rng = np.random.default_rng(seed)
     hu, lab = render_abdomen(shape, spacing, rng, 12.0)
     affine = affine_for(shape, spacing)
-    with atomic_dir(out_dir) as root:
+    with atomic_dir(out_dir, PREPARED) as root:
         cases = []
         for k in range(n_train + n_test):
             field = (

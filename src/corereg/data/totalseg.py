@@ -31,7 +31,7 @@ import numpy as np
 
 from corereg.data.settings import TotalSegSettings
 from corereg.errors import CoreregError, InputError
-from corereg.io import atomic_dir, save_nifti
+from corereg.io import LABELS, atomic_dir, save_nifti
 
 LOBES = [
     "lung_upper_lobe_left",
@@ -171,7 +171,7 @@ def label(converted, out, cfg, log=print) -> Path:
     images = sorted((converted / "imagesTr").glob("RadChestCT_*_0000.nii.gz"))
     if not images:
         raise InputError(converted, "no converted scans (imagesTr/RadChestCT_*_0000.nii.gz)")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, LABELS) as tmp:
         for k, img_path in enumerate(images):
             scan = img_path.name[len("RadChestCT_") : -len("_0000.nii.gz")]
             img = nib.load(img_path)

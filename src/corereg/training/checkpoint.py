@@ -10,6 +10,7 @@ on disk always has its side files.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -18,11 +19,15 @@ from corereg.errors import CoreregError
 from corereg.io import atomic_path
 
 CKPT = "checkpoint.pt"
+# restart: a checkpoint written on other training data is removed and the training starts
+# over (the workflow's jobs); otherwise (fail, the default) the job stops with one line.
+OTHER_DATA_ENV = "COREREG_OTHER_DATA_CHECKPOINT"
 
 
 class Checkpoint:
     """``folder``/checkpoint.pt of one training; ``identity``: the settings (parameters,
-    seed, kind) a resumed state must have been written with."""
+    seed, kind) and the training data (``data``: a fingerprint) a resumed state must have
+    been written with."""
 
     def __init__(self, folder, identity: dict):
         self.path = Path(folder) / CKPT
@@ -43,6 +48,21 @@ class Checkpoint:
         if not self.path.is_file():
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if "data" in self.identity and "data" not in state:  # written before data identities
+            print(f"[train] {self.path}: checkpoint names no training data; resuming", flush=True)
+            state["data"] = self.identity["data"]
+        if "data" in self.identity and state["data"] != self.identity["data"]:
+            if os.environ.get(OTHER_DATA_ENV, "fail") == "restart":
+                print(
+                    f"[train] {self.path}: written on other training data; starting over",
+                    flush=True,
+                )
+                self.remove()
+                return None
+            raise CoreregError(
+                f"{self.path}: checkpoint was written on other training data (the prepared "
+                "dataset or its split changed since); delete it to start over"
+            )
         if any(state.get(k) != v for k, v in self.identity.items()):
             raise CoreregError(
                 f"{self.path}: checkpoint was written with other parameters or seed; "

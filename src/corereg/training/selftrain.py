@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from corereg.data.manifest import Manifest, train_val_pairs
+from corereg.data.manifest import Manifest, data_fingerprint, train_val_pairs
 from corereg.device import amp_active, seed_everything
 from corereg.measure import PhaseClock
 from corereg.params import DatasetSettings, EngineParams
@@ -48,6 +48,7 @@ class TrainData:
     val_pairs: list[tuple[str, str]]
     eval_labels: list[int]
     shape: tuple[int, int, int] = field(default=(0, 0, 0))
+    fingerprint: str = ""  # the training data's (data.manifest.data_fingerprint)
 
 
 def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData:
@@ -60,7 +61,13 @@ def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData
     }
     check_shape(manifest.shape, manifest.path)
     return TrainData(
-        images, labels, train, val, list(eval_labels or sorted(manifest.labels)), manifest.shape
+        images,
+        labels,
+        train,
+        val,
+        list(eval_labels or sorted(manifest.labels)),
+        manifest.shape,
+        data_fingerprint(manifest, train + val),
     )
 
 
@@ -114,7 +121,9 @@ class Trainer(ResumableTraining):
     ):
         self.d, self.p, self.seed, self.device = data, params, seed, device
         self.out, self.clamp, self.log = Path(out_dir), clamp_eval, log
-        self.checkpoint = Checkpoint(self.out, {"params": params.to_dict(), "seed": seed})
+        self.checkpoint = Checkpoint(
+            self.out, {"params": params.to_dict(), "seed": seed, "data": data.fingerprint}
+        )
         self.clamp_train = clamp_train
         self.stages, self.ips = params.stages, params.iters_per_stage
         self._joint = params.joint_contrastive

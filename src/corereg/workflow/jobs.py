@@ -22,6 +22,7 @@ from corereg.config import deep_merge, with_defaults
 from corereg.data.settings import SourceSettings
 from corereg.errors import CoreregError
 from corereg.voxels import check_size_multiple
+from corereg.workflow.checks import check_output_root, check_unique
 from corereg.workflow.outputs import OutputSpecs
 
 NETWORK_KEYS = ("timeout", "retries", "backoff")  # download settings of a dataset source
@@ -50,6 +51,7 @@ class Plan(OutputSpecs):
     # ------------------------------------------------------------------ checks
     def _check(self) -> None:
         for key in ("results", "data_root"):
+            check_output_root(key, self.cfg[key])
             for parent in [Path(self.cfg[key]), *Path(self.cfg[key]).parents]:
                 if parent.exists() and not parent.is_dir():
                     raise CoreregError(
@@ -68,6 +70,10 @@ class Plan(OutputSpecs):
                         f"'{name_of(entry)}'; known: {', '.join(registry)}"
                     )
         for name, art in self.cfg["artifacts"].items():
+            check_unique(f"artifacts.{name}.datasets", art["datasets"])
+            check_unique(
+                f"artifacts.{name}.rows", [(r["method"], r["variant"]) for r in art["rows"]]
+            )
             for ds in art["datasets"]:
                 if ds not in self.cfg["datasets"]:
                     raise CoreregError(
@@ -81,6 +87,9 @@ class Plan(OutputSpecs):
                     raise CoreregError(
                         f"config: artifacts.{name}: method '{m}' has no variant '{v}'"
                     )
+            if self.artifact_type(name).rule == "table":  # a table's rows are its labels
+                labels = [r["label"] for r in self.rows(name)]
+                check_unique(f"artifacts.{name}.rows (labels)", labels)
         for name in self.cfg["methods"]:
             self.kind(name).check(self, name)
         for key in self.cfg["datasets"]:
