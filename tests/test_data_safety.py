@@ -431,3 +431,35 @@ def test_a_download_that_is_not_the_release_is_not_trusted(tmp_path):
         lock = json.loads((tmp_path / "checksums.lock.json").read_text())
         assert "AbdomenCTCT.zip" not in lock
         assert not (tmp_path / "downloads" / "AbdomenCTCT.zip").exists() and not out.exists()
+
+
+def test_evaluate_settings_and_timing_files_that_cannot_be_scored(data, tmp_path):
+    import shutil
+
+    _, d, fields = data
+    outs = ["--out-structures", str(tmp_path / "s.csv"), "--out-pairs", str(tmp_path / "p.csv")]
+    base = ["evaluate", "--manifest", str(d)]
+    one_line_error(run_cli(*base, "--fields", str(fields), "--spec", "{}", *outs), "lack")
+    spec = '{"dataset": "synth_abdomen", "method": "initial", "variant": "default", "seed": 0}'
+    for name, edit, fragment in [
+        ("dup", lambda t: t + t.splitlines()[1] + "\n", "more than once"),
+        ("noseconds", lambda t: t.replace("seconds", "secs"), "lacks the columns ['seconds']"),
+    ]:
+        bad = tmp_path / name
+        shutil.copytree(fields, bad)
+        timing = bad / "timing.csv"
+        timing.write_text(edit(timing.read_text()))
+        one_line_error(run_cli(*base, "--fields", str(bad), "--spec", spec, *outs), fragment)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_convexadam_refuses_images_too_thin_for_its_grid(tmp_path):
+    import numpy as np
+    import torch
+
+    from corereg.adapters import make_method
+
+    method = make_method("convexadam", {"grid_sp": 6}, torch.device("cpu"))
+    thin = np.zeros((12, 32, 32), np.float32)
+    with pytest.raises(CoreregError, match=r"too thin for grid_sp 6 \(every size needs at least"):
+        method.register(thin, thin)

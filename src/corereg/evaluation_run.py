@@ -25,6 +25,11 @@ def evaluate_run(
         raise InputError(
             manifest.path, f"evaluated labels {unknown} are not labels of this dataset"
         )
+    missing = [k for k in ("dataset", "method", "variant", "seed") if k not in spec]
+    if missing:
+        from corereg.errors import CoreregError
+
+        raise CoreregError(f"--spec: the evaluation's settings lack {missing}")
     ident = {k: spec[k] for k in ("dataset", "method", "variant", "seed")}
     reason = not_run.reason_of_fields(fields)
     if reason is not None:  # the method's tool is absent: one row that says so
@@ -36,9 +41,17 @@ def evaluate_run(
     timing_path = fields / "timing.csv"
     if not timing_path.is_file():
         raise InputError(timing_path, "file does not exist (registration output incomplete)")
-    timing = pd.read_csv(timing_path, dtype={"fixed": str, "moving": str}).set_index(
-        ["fixed", "moving"]
-    )
+    timing = pd.read_csv(timing_path, dtype={"fixed": str, "moving": str})
+    lacking = [c for c in ("fixed", "moving", SECONDS) if c not in timing.columns]
+    if lacking:
+        raise InputError(timing_path, f"lacks the columns {lacking} (not a register step's file)")
+    twice = timing[timing.duplicated(["fixed", "moving"])]
+    if len(twice):
+        first = twice.iloc[0]
+        raise InputError(
+            timing_path, f"lists the pair {first['fixed']} <- {first['moving']} more than once"
+        )
+    timing = timing.set_index(["fixed", "moving"])
     labels_of = functools.lru_cache(maxsize=8)(manifest.load_labels)  # pairs share cases
     srows, prows = [], []
     for p in manifest.pairs("test"):

@@ -91,6 +91,14 @@ class ConvexAdam(Method):
         from convexAdam.convex_adam_MIND import convex_adam_pt
 
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        grid = int(self.params.get("grid_sp", 6))
+        if min(fixed.shape) // grid < 3:  # its 3-voxel pooling on the grid_sp-coarse grid
+            from corereg.errors import CoreregError
+
+            raise CoreregError(
+                f"ConvexAdam: images of shape {tuple(fixed.shape)} are too thin for grid_sp "
+                f"{grid} (every size needs at least 3 x grid_sp voxels); lower params.grid_sp"
+            )
         disp = convex_adam_pt(
             torch.from_numpy(np.ascontiguousarray(fixed)),
             torch.from_numpy(np.ascontiguousarray(moving)),
