@@ -463,3 +463,19 @@ def test_convexadam_refuses_images_too_thin_for_its_grid(tmp_path):
     thin = np.zeros((12, 32, 32), np.float32)
     with pytest.raises(CoreregError, match=r"too thin for grid_sp 6 \(every size needs at least"):
         method.register(thin, thin)
+
+
+def test_every_kind_of_failed_request_is_one_named_line(tmp_path):
+    from http_fixture import LoopbackServer
+
+    from corereg.data.sources import DownloadError, download, zenodo_files
+
+    with pytest.raises(DownloadError, match=r"x\.zip: ftp://host/x\.zip cannot be downloaded"):
+        download("ftp://host/x.zip", tmp_path / "x.zip", retries=0, log=lambda *_: None)
+    with pytest.raises(DownloadError, match="y.zip: <a URL that cannot be parsed> is not a valid"):
+        download("http://[::1", tmp_path / "y.zip", retries=0, log=lambda *_: None)
+    with LoopbackServer() as srv:
+        srv.add("/api/records/7/page", b"<html>log in</html>")  # not the records API
+        with pytest.raises(DownloadError, match="answered with something that is not JSON"):
+            zenodo_files("7", api=f"{srv.url}/api/records/7/page#", timeout=5)
+    assert not list(tmp_path.iterdir())

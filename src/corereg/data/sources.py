@@ -71,7 +71,10 @@ def redact(text: str, secrets) -> str:
 def _public_url(url: str) -> str:
     """The URL without credentials: no user or password before the host, no query
     parameters that look like tokens."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<a URL that cannot be parsed>"
     query = [
         (k, "***" if k.lower() in ("token", "access_token") else v)
         for k, v in parse_qsl(parts.query)
@@ -84,7 +87,10 @@ def _public_url(url: str) -> str:
 
 def _userinfo(url: str) -> list[str]:
     """The credentials written into a URL (``user:password@``), to be redacted."""
-    netloc = urlsplit(url).netloc
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return [url]  # unparsable: show none of it
     if "@" not in netloc:
         return []
     info = netloc.rsplit("@", 1)[0]
@@ -195,6 +201,10 @@ def download(
     name = dest.name
     secrets = [*([token] if token else []), *_userinfo(url)]
     shown = redact(_public_url(url), secrets)
+    try:
+        urlsplit(url)
+    except ValueError:
+        raise DownloadError(f"{dest.name}: {shown} is not a valid URL") from None
     recorded = lock.get(name) if lock is not None else None
     if recorded and md5 is None:
         md5, size = recorded["md5"], size or recorded["size"]
