@@ -44,7 +44,7 @@ def _costs_options(s) -> None:
         "action",
         choices=["show", "update"],
         help="show: print what the run measured; update: merge it into the cost file "
-        "that `corereg plan` and resources set to auto use",
+        "that `corereg plan` and resources with from_costs: true use",
     )
     s.add_argument("--config", help="configuration file (default: ./config.yaml)")
     s.add_argument(

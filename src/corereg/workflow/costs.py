@@ -9,7 +9,7 @@ evaluation of a pair, a job's start) and each job's peak memory.
 
 :func:`predict` multiplies those units by a configuration's counts (the paper's 8 x 1000
 iterations, 190 training pairs, 50 Adam steps, ...): ``corereg plan`` prints the result and
-rule resources set to ``auto`` (config ``resources``) request it with a margin, so the
+rule resources with ``from_costs: true`` (config ``resources``) request it with a margin, so the
 SLURM time and memory requests follow from measurements.  Where a device kind has no
 measurement (no GPU has run the smoke), the GPU figure is the CPU figure times the ratio of
 the paper's inference time to this CPU's (T_inf, Table 1), and says so.
@@ -227,7 +227,7 @@ def update(plan, path: Path | str | None = None, date: str | None = None) -> dic
     header = (
         "# Measured cost of each step at the paper's image sizes, per device kind and dataset:\n"
         "# written by `corereg costs update` from a run of the paper-scale smoke preset\n"
-        "# (make paperscale), read by `corereg plan` and by rule resources set to auto.\n"
+        "# (make paperscale), read by `corereg plan` and by rule resources with from_costs: true.\n"
         "# Seconds per unit of work; peak_mb: a job's peak memory (RSS; gpu_*: CUDA reserved).\n"
     )
     write_text(path, header + yaml.safe_dump(model, sort_keys=False, width=100))
