@@ -42,16 +42,13 @@ from corereg.registration.methods import Method
 from corereg.training.checkpoint import Checkpoint, ResumableTraining
 from corereg.voxels import dice_mean
 
-MODELS = {
-    "voxelmorph": "corereg.baselines.voxelmorph:VoxelMorphNet",
-    "lapirn": "corereg.baselines.lapirn:LapIRN",
-}
-
 
 def model_class(kind: str):
-    if kind not in MODELS:
-        raise CoreregError(f"no learned baseline of kind '{kind}'; known: {sorted(MODELS)}")
-    module, name = MODELS[kind].split(":")
+    """The network class of a learned baseline kind (its method class names it)."""
+    models = {c.kind: c.model for c in LearnedMethod.__subclasses__()}
+    if kind not in models:
+        raise CoreregError(f"no learned baseline of kind '{kind}'; known: {sorted(models)}")
+    module, name = models[kind].split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -271,6 +268,7 @@ class LearnedMethod(Method):
 
     needs_checkpoint = True
     kind = ""
+    model = ""  # "module:Class" of the network
 
     def __init__(self, params, device, checkpoint=None, seed=0):
         super().__init__(params, device, checkpoint, seed)
@@ -304,7 +302,9 @@ class LearnedMethod(Method):
 
 class VoxelMorph(LearnedMethod):
     kind = "voxelmorph"
+    model = "corereg.baselines.voxelmorph:VoxelMorphNet"
 
 
 class LapIRNMethod(LearnedMethod):
     kind = "lapirn"
+    model = "corereg.baselines.lapirn:LapIRN"
