@@ -58,6 +58,16 @@ def kill_after_checkpoints(code: str, saves: int, *args) -> subprocess.Completed
     )
 
 
+def one_line_error(proc, *fragments):
+    """A refused command: exit status 1, one line "error: ..." holding each fragment."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def run_cli(*args, env=None):
     """``python -m corereg ARGS`` from the repository root; ``env`` entries are added (a
     PYTHONPATH in it goes before the checkout's src/, e.g. for a shim package)."""

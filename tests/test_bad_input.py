@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli, run_snakemake
+from conftest import ROOT, one_line_error, run_cli, run_snakemake
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 
@@ -56,15 +56,6 @@ def files(tmp_path_factory):
     f["folder"] = d / "folder.nii.gz"
     f["missing"] = d / "missing.nii.gz"
     return f
-
-
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
-    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 PAIR_CASES = [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, kill_after_checkpoints, run_cli
+from conftest import ROOT, kill_after_checkpoints, one_line_error, run_cli
 from corereg.data.synthetic import generate_abdomen
 from corereg.errors import CoreregError
 
@@ -25,14 +25,6 @@ def tree_hash(*roots) -> dict[str, str]:
             if f.is_file():
                 out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
-
-
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -466,9 +458,8 @@ def test_convexadam_refuses_images_too_thin_for_its_grid(tmp_path):
 
 
 def test_every_kind_of_failed_request_is_one_named_line(tmp_path):
-    from http_fixture import LoopbackServer
-
     from corereg.data.sources import DownloadError, download, zenodo_files
+    from http_fixture import LoopbackServer
 
     with pytest.raises(DownloadError, match=r"x\.zip: ftp://host/x\.zip cannot be downloaded"):
         download("ftp://host/x.zip", tmp_path / "x.zip", retries=0, log=lambda *_: None)
