@@ -463,7 +463,9 @@ def test_every_kind_of_failed_request_is_one_named_line(tmp_path):
 
     with pytest.raises(DownloadError, match=r"x\.zip: ftp://host/x\.zip cannot be downloaded"):
         download("ftp://host/x.zip", tmp_path / "x.zip", retries=0, log=lambda *_: None)
-    with pytest.raises(DownloadError, match=r"y\.zip: <a URL that cannot be parsed> is not a valid"):
+    with pytest.raises(
+        DownloadError, match=r"y\.zip: <a URL that cannot be parsed> is not a valid"
+    ):
         download("http://[::1", tmp_path / "y.zip", retries=0, log=lambda *_: None)
     with LoopbackServer() as srv:
         srv.add("/api/records/7/page", b"<html>log in</html>")  # not the records API
