@@ -176,3 +176,20 @@ def test_snakemakes_own_report_holds_every_table_and_figure_with_its_caption(tin
         assert any(n.endswith(name) for n in names), name
     assert "of the paper, reproduced" in text  # the captions of workflow/report/
     assert "Tables" in text and "Figures" in text  # the categories
+
+
+@pytest.mark.parametrize("presets", [[], ["workflow/presets/demo.yaml"]], ids=["paper", "demo"])
+def test_the_plan_counts_the_jobs_snakemake_plans(presets):
+    from conftest import ROOT, run_snakemake
+
+    from corereg import config
+
+    plan = Plan(config.load(ROOT / "config.yaml", [ROOT / p for p in presets]))
+    jobs = jobs_per_rule(plan)
+    args = ["-n", "--forceall", *(["--configfile", *presets] if presets else [])]
+    out = run_snakemake(*args).stdout
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], re.M))
+    assert sum(jobs.values()) == int(stats.pop("total"))
+    report = sum(int(stats.pop(r, 0)) for r in ("table", "figure", "claims", "report_html"))
+    assert jobs.pop("report") == report
+    assert jobs == {rule: int(n) for rule, n in stats.items()}

@@ -29,10 +29,8 @@ def jobs_of_rules(plan: Plan) -> dict[str, list[Run | None]]:
     runs = plan.all_runs()
     datasets = sorted({d for art in plan.cfg["artifacts"].values() for d in art["datasets"]})
     jobs: dict[str, list] = {"prepare": [Run(d, None, None, 0) for d in datasets]}
-    for stage in ("download", "convert", "label"):
-        n = sum(stage in plan.stages(d) for d in datasets)
-        if n:
-            jobs[stage] = [None] * n
+    for stage in dict.fromkeys(s for d in datasets for s in plan.stages(d)):  # data steps
+        jobs[stage] = [None] * sum(stage in plan.stages(d) for d in datasets)
     for asset, rule in ASSET_RULES.items():  # released weights, compiled tools: made once
         made = {plan.assets(m).get(asset) for m in {r.method for r in runs}} - {None}
         if made:
@@ -40,10 +38,14 @@ def jobs_of_rules(plan: Plan) -> dict[str, list[Run | None]]:
     jobs["train"] = sorted({r for r in runs if plan.trainable(r.method)}, key=str)
     jobs["register"] = list(runs)
     jobs["evaluate"] = list(runs)
+    kept = {f for a in plan.cfg["artifacts"] for f in plan.artifact_inputs(a).get("fields", [])}
+    if kept:  # the fields a qualitative figure shows, copied out of each run's folder
+        jobs["keep_field"] = [None] * len(kept)
     figures = plan.artifacts_of("figure")
     # tables, figures, the claims and the reproduction report
     n_report = len(plan.artifacts_of("table")) + len(figures) + 2
     jobs["report"] = [None] * n_report
+    jobs["all"] = [None]  # Snakemake's target rule
     return jobs
 
 
@@ -58,7 +60,9 @@ def _fmt_h(seconds: float | None) -> str | float:
 def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     for rule, jobs in jobs_of_rules(plan).items():
-        r = plan.resources(rule)
+        if rule not in RESOURCES_OF:  # the target rule: no job of its own to run
+            continue
+        r = plan.resources(RESOURCES_OF[rule])
         preds = [plan.estimate(rule, j) for j in jobs] if rule in _MODELLED and jobs else []
         devices = sorted({plan.job_device(rule, j) for j in jobs}) if rule in _MODELLED else []
         known = [p for p in preds if p.known]
@@ -69,7 +73,7 @@ def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
             else None
         )
         mems = [p.mem_mb for p in preds if p.mem_mb is not None]
-        asked = [plan.job_resources(rule, j) for j in jobs]  # one prediction per job
+        asked = [plan.job_resources(RESOURCES_OF[rule], j) for j in jobs]  # one per job
         limits = [a["runtime"] for a in asked]
         requests = [a["mem_mb"] for a in asked]
         limit_h = round(sum(float(x) for x in limits) / 60, 1) if limits else "–"
@@ -93,6 +97,12 @@ def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 _MODELLED = ("prepare", "train", "register", "evaluate")
+# The resources entry of each rule (keep_field runs with the report's).
+RESOURCES_OF = {
+    **{r: r for r in ("download", "convert", "label", "weights", "build", "prepare", "train")},
+    **{r: r for r in ("register", "evaluate", "report")},
+    "keep_field": "report",
+}
 
 
 def _on_gpu(plan: Plan, rule: str, run) -> bool:
@@ -162,7 +172,8 @@ def render(plan: Plan) -> str:
     gpu_h = pd.to_numeric(jobs["GPU-h"], errors="coerce").sum()
     pred_h = pd.to_numeric(jobs["predicted h"], errors="coerce").sum()
     lines = [
-        f"corereg plan: {int(jobs.jobs.sum())} jobs, results in {plan.results}",
+        f"corereg plan: {sum(jobs_per_rule(plan).values())} jobs as `snakemake -n` counts them "
+        f"(the target rule all included), results in {plan.results}",
         "",
         jobs.to_string(index=False),
         "",
