@@ -181,7 +181,6 @@ def test_snakemakes_own_report_holds_every_table_and_figure_with_its_caption(tin
 @pytest.mark.parametrize("presets", [[], ["workflow/presets/demo.yaml"]], ids=["paper", "demo"])
 def test_the_plan_counts_the_jobs_snakemake_plans(presets):
     from conftest import ROOT, run_snakemake
-
     from corereg import config
 
     plan = Plan(config.load(ROOT / "config.yaml", [ROOT / p for p in presets]))
