@@ -75,6 +75,10 @@ def register(a) -> None:
         )
         check_replaceable(a.out_dir, FIELDS)
     elif a.out:
+        if Path(a.out).is_dir():
+            raise InputError(
+                a.out, "is a folder; give the field's file name, e.g. disp_0001_0002.nii.gz"
+            )
         check_nifti_name(a.out)
         check_outputs(
             {"--out": a.out},
@@ -112,10 +116,6 @@ def register(a) -> None:
     if not (a.fixed and a.moving and a.out):
         raise CoreregError(
             "give --fixed, --moving and --out (one pair) or --manifest and --out-dir"
-        )
-    if Path(a.out).is_dir():
-        raise InputError(
-            a.out, "is a folder; give the field's file name, e.g. disp_0001_0002.nii.gz"
         )
     fixed, affine = load_image(a.fixed)
     moving, moving_affine = load_image(a.moving)
