@@ -259,3 +259,50 @@ def test_readme_shows_the_two_commands_first():
     text = (ROOT / "README.md").read_text()
     first = text.index("make demo")
     assert first < text.index("make test") < text.index("snakemake --cores")
+
+
+@pytest.mark.slow
+def test_a_table_of_ones_own_and_a_row_added_to_a_paper_table(tiny_run, tmp_path):
+    """A user-named table of two variants, and a row added to Table 2 without retyping it,
+    rendered from the tiny run's scores (only the two table jobs run)."""
+    import shutil
+
+    from conftest import run_snakemake
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # the shared run stays as it is
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "artifacts:\n"
+        "  table4:\n"
+        "    type: table\n"
+        "    title: 'Table 4: my augmentation ablation'\n"
+        "    datasets: [synth_abdomen]\n"
+        "    reference: {method: core}\n"
+        "    rows: [{method: core, label: CoRe}, {method: core, variant: aug_none, label: none}]\n"
+        "  table2:\n"
+        "    extra_rows: [{method: core, variant: aug_ti, label: 'CoRe with T_i'}]\n"
+    )
+    res = run / "results"
+    proc = run_snakemake(
+        f"{res}/tables/table4.md",
+        f"{res}/tables/table2.md",
+        "--profile",
+        "profiles/demo",
+        "--configfile",
+        "workflow/presets/tiny.yaml",
+        str(mine),
+        "--config",
+        f"results={res}",
+        f"data_root={run}/data",
+        "--forcerun",
+        "table",
+    )
+    assert "rule train" not in proc.stdout and "rule register" not in proc.stdout
+    t4 = pd.read_csv(res / "tables" / "table4.csv")
+    assert list(dict.fromkeys(t4.row)) == ["CoRe", "none"]
+    assert (t4.status == "ok").all()
+    md = (res / "tables" / "table4.md").read_text()
+    assert "Table 4: my augmentation ablation" in md and "| none |" in md
+    t2 = pd.read_csv(res / "tables" / "table2.csv")
+    assert list(dict.fromkeys(t2.row))[-1] == "CoRe with T_i"

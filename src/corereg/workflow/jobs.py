@@ -71,15 +71,14 @@ class Plan(OutputSpecs):
                     )
         for name, art in self.cfg["artifacts"].items():
             check_unique(f"artifacts.{name}.datasets", art["datasets"])
-            check_unique(
-                f"artifacts.{name}.rows", [(r["method"], r["variant"]) for r in art["rows"]]
-            )
+            rows = [*art["rows"], *art["extra_rows"]]
+            check_unique(f"artifacts.{name}.rows", [(r["method"], r["variant"]) for r in rows])
             for ds in art["datasets"]:
                 if ds not in self.cfg["datasets"]:
                     raise CoreregError(
                         f"config: artifacts.{name}.datasets names the unknown dataset '{ds}'"
                     )
-            for row in [*art["rows"], *([art["reference"]] if "reference" in art else [])]:
+            for row in [*rows, *([art["reference"]] if "reference" in art else [])]:
                 m, v = row["method"], row["variant"]
                 if m not in self.cfg["methods"]:
                     raise CoreregError(f"config: artifacts.{name} names the unknown method '{m}'")
@@ -157,7 +156,8 @@ class Plan(OutputSpecs):
     def rows(self, artifact: str) -> list[dict]:
         out = []
         kind = self.artifact_type(artifact)
-        for row in self.cfg["artifacts"][artifact]["rows"]:
+        art = self.cfg["artifacts"][artifact]
+        for row in [*art["rows"], *art["extra_rows"]]:
             r = dict(row)
             r.setdefault("variant", "default")
             r.setdefault("label", self.method(r["method"])["label"])
