@@ -9,16 +9,23 @@ import torch
 import yaml
 
 from conftest import ENGINE, ROOT, engine_params
+from corereg.adapters import make_method
 from corereg.config import deep_merge
 from corereg.data.manifest import load_manifest
 from corereg.data.synthetic import generate_abdomen
 from corereg.params import EngineParams
 from corereg.registration import network
-from corereg.registration.engine_method import Engine, search_reg_fac
+from corereg.registration.engine_method import search_reg_fac
 from corereg.registration.fields import to_voxels
 from corereg.registration.pipeline import adam_field, network_field, prepare_input
 from corereg.training.augment import affine_grid, augment_image, draw_affines
 from corereg.training.selftrain import Trainer, load_data, train
+
+
+def Engine(params, device, checkpoint, seed=0):
+    """The engine method as register jobs make it (dataset settings split off its JSON)."""
+    return make_method("engine", params, device, checkpoint, seed)
+
 
 SMALL = {
     "contrastive": False,

@@ -82,7 +82,7 @@ def test_declared_future_steps_fail_clearly(tmp_path):
     proc = run_cli(
         "train",
         "--data",
-        tmp_path,
+        tmp_path / "data",
         "--method",
         "samconvex",
         "--spec",

@@ -186,9 +186,12 @@ class MethodKind:
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise InputError(checkpoint, "checkpoint file does not exist")
 
-    def train(self, manifest, spec: dict, device, out_dir):
+    def check_trainable(self) -> None:
         if self.trainer is None:
             raise NotImplementedYet(f"training of method kind '{self.name}'")
+
+    def train(self, manifest, spec: dict, device, out_dir):
+        self.check_trainable()
         return load_object(self.trainer)(manifest, spec, device, out_dir)
 
     def artifact_notes(self, plan) -> dict:

@@ -34,6 +34,7 @@ def train(a) -> None:
     if "kind" not in spec:
         raise CoreregError("--spec: the train job's settings name no method 'kind'")
     kind = METHOD_KINDS[spec["kind"]]
+    kind.check_trainable()
     set_threads(a.threads)
     try:
         final = kind.train(load_manifest(a.data), spec, resolve_device(a.device), a.out)

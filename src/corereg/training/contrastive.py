@@ -207,7 +207,7 @@ def elastic_grid(shape, generator: torch.Generator, device) -> torch.Tensor:
     alpha = ELASTIC_ALPHA[0] + float(u[1]) * (ELASTIC_ALPHA[1] - ELASTIC_ALPHA[0])
     noise = torch.rand(3, *shape, generator=generator, device="cpu") * 2 - 1
     disp = _gaussian_smooth(noise, sigma) * alpha  # voxels along axes 0, 1, 2
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape]).view(3, 1, 1, 1)
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape], device="cpu").view(3, 1, 1, 1)
     norm = (disp * scale).flip(0).permute(1, 2, 3, 0)[None]  # grid order (x, y, z) = (2, 1, 0)
     return (identity_grid(tuple(shape)) + norm).to(device)
 

@@ -123,9 +123,7 @@ def disk(plan: Plan) -> pd.DataFrame:
         stages = int(plan.cfg[ENGINE_BLOCK]["stages"])
         field = vox * 12 / 1e9  # GB of one float32 field
         kept_fig = sum(
-            len(plan.rows(a))
-            for a in shown
-            if d in plan.cfg["artifacts"][a]["datasets"]
+            len(plan.rows(a)) for a in shown if d in plan.cfg["artifacts"][a]["datasets"]
         )
         rows.append(
             {
