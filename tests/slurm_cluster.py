@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import debian
+
 MARKER = "# written by corereg tests/slurm_cluster.py"
 ETC = Path("/etc/slurm")
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
@@ -62,20 +64,10 @@ def install_packages() -> None:
     todo = missing_packages()
     if not todo:
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ClusterError(
-            f"SLURM packages {todo} are missing and cannot be installed (needs root and apt-get)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
-    ):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            raise ClusterError(
-                f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-            )
+    try:
+        debian.install(PACKAGES)
+    except debian.InstallError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def _free_port() -> int:

@@ -1,10 +1,10 @@
 """The reproduction report: content from the tiny run, and rendering in headless Chromium."""
 
-import os
 import re
 import shutil
 import subprocess
 
+import debian
 import pytest
 
 from conftest import ROOT
@@ -17,16 +17,9 @@ def chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not debian.can_install():
         return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-        env=env,
-        capture_output=True,
-        timeout=900,
-    )
+    debian.install(["chromium"])
     return shutil.which("chromium")
 
 

@@ -35,6 +35,8 @@ except CoreregError as exc:
 os.environ.update(corereg_config.cpu_isa_env(config.get("cpu_isa", "native")))
 RESULTS = plan.results
 DATA = plan.data_root
+# where a training's scans live (config training_data): options of the train command
+TRAINING_DATA = plan.training_data_options()
 
 
 wildcard_constraints:

@@ -190,9 +190,11 @@ class MethodKind:
         if self.trainer is None:
             raise NotImplementedYet(f"training of method kind '{self.name}'")
 
-    def train(self, manifest, spec: dict, device, out_dir):
+    def train(self, manifest, spec: dict, device, out_dir, placement=None):
+        """Train on ``manifest``; ``placement`` (:class:`corereg.training.batches.DataPlacement`):
+        where the training's scans live while it runs."""
         self.check_trainable()
-        return load_object(self.trainer)(manifest, spec, device, out_dir)
+        return load_object(self.trainer)(manifest, spec, device, out_dir, placement=placement)
 
     def artifact_notes(self, plan) -> dict:
         """Entries this kind adds to every artifact's spec (settings its table note states)."""

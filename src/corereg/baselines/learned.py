@@ -33,12 +33,14 @@ import torch.nn.functional as F
 
 from corereg.config import check_method_params, method_params
 from corereg.data.manifest import Manifest, data_fingerprint, train_val_pairs
+from corereg.data.scan_cache import ScanCache
 from corereg.device import seed_everything
 from corereg.errors import CoreregError, InputError, ToolMissing
 from corereg.measure import PhaseClock
 from corereg.params import DatasetSettings
 from corereg.registration.fields import warp
 from corereg.registration.methods import Method
+from corereg.training.batches import DataPlacement, Scans, choose_placement
 from corereg.training.checkpoint import Checkpoint, ResumableTraining
 from corereg.voxels import dice_mean
 
@@ -105,22 +107,39 @@ def local_ncc(a: torch.Tensor, b: torch.Tensor, window: int = 9, eps: float = 1e
 
 # ----------------------------------------------------------------------------- data
 class PairData:
-    """Normalised, padded train and validation pairs of a manifest, kept on the device."""
+    """The train and validation pairs of a manifest; each scan is normalised and padded
+    when a batch needs it, from the training's :class:`~corereg.training.batches.Scans`
+    (resident on the device or read from the scan cache)."""
 
-    def __init__(self, manifest: Manifest, window, multiple: int, device, n_val: int, eval_labels):
+    def __init__(
+        self,
+        manifest: Manifest,
+        window,
+        multiple: int,
+        device,
+        n_val: int,
+        eval_labels,
+        placement: DataPlacement | None = None,
+    ):
+        placement = placement or DataPlacement()
         self.train, self.val = train_val_pairs(manifest, n_val)
         self.shape = tuple(manifest.shape)
+        self.window, self.multiple = window, multiple
         ids = sorted({i for pr in self.train + self.val for i in pr})
-        self.images = {}
-        for i in ids:
-            hu = torch.from_numpy(np.ascontiguousarray(manifest.load_image(i)[0]))[None, None]
-            self.images[i] = pad_to(normalize(hu, window), multiple).to(device)
-        self.labels = {}
-        for i in sorted({i for pr in self.val for i in pr}):
-            lab = torch.from_numpy(manifest.load_labels(i).astype(np.float32))[None, None]
-            self.labels[i] = pad_to(lab, multiple).to(device)
+        val_ids = sorted({i for pr in self.val for i in pr})
+        cache = ScanCache(manifest, placement.cache_dir or None)
+        nbytes = cache.nbytes(len(ids), len(val_ids))
+        where = choose_placement(placement, torch.device(device), nbytes)
+        self.scans = Scans(cache, ids, val_ids, device, where)
         self.eval_labels = list(eval_labels or sorted(manifest.labels))
         self.fingerprint = data_fingerprint(manifest, self.train + self.val)
+
+    def image(self, case_id: str) -> torch.Tensor:
+        """The network input of a case: HU normalised by the window, padded."""
+        return pad_to(normalize(self.scans.image(case_id), self.window), self.multiple)
+
+    def labels(self, case_id: str) -> torch.Tensor:
+        return pad_to(self.scans.labels(case_id).float(), self.multiple)
 
 
 # ----------------------------------------------------------------------------- training
@@ -135,6 +154,7 @@ class Trainer(ResumableTraining):
         out_dir,
         eval_labels=None,
         log=print,
+        placement: DataPlacement | None = None,
     ):
         self.kind, self.p, self.seed, self.device = (
             kind,
@@ -143,6 +163,7 @@ class Trainer(ResumableTraining):
             device,
         )
         self.out, self.log = Path(out_dir), log
+        self.clock = PhaseClock(device)
         self.cls = model_class(kind)
         seed_everything(self.seed)
         self.net = self.cls(self.p).to(device)
@@ -153,7 +174,9 @@ class Trainer(ResumableTraining):
             device,
             int(self.p["val_pairs"]),
             eval_labels,
+            placement,
         )
+        self.data.scans.clock = self.clock
         identity = {"params": self.p, "seed": self.seed, "kind": kind}
         self.checkpoint = Checkpoint(self.out, {**identity, "data": self.data.fingerprint})
         self.opt = torch.optim.Adam(self.net.parameters(), lr=float(self.p["lr"]))
@@ -161,7 +184,6 @@ class Trainer(ResumableTraining):
         self.total = self.net.total_iterations(self.p)
         self.rows: list[dict] = []
         self.start = 0
-        self.clock = PhaseClock(self.device)
 
     def _state(self, iteration: int) -> dict:
         return {
@@ -184,8 +206,8 @@ class Trainer(ResumableTraining):
             len(self.data.train), (int(self.p["batch_size"]),), generator=self.gen, device="cpu"
         )
         pairs = [self.data.train[int(k)] for k in idx]
-        fixed = torch.cat([self.data.images[f] for f, _ in pairs])
-        moving = torch.cat([self.data.images[m] for _, m in pairs])
+        fixed = torch.cat([self.data.image(f) for f, _ in pairs])
+        moving = torch.cat([self.data.image(m) for _, m in pairs])
         return fixed, moving
 
     def validate(self) -> float:
@@ -197,9 +219,9 @@ class Trainer(ResumableTraining):
         self.net.eval()
         vals = []
         for f, m in self.data.val:
-            disp = self.net.field(self.data.images[f], self.data.images[m])
-            warped = voxel_warp(self.data.labels[m], disp, mode="nearest")
-            vals.append(dice_mean(self.data.labels[f], warped, self.data.eval_labels))
+            disp = self.net.field(self.data.image(f), self.data.image(m))
+            warped = voxel_warp(self.data.labels(m), disp, mode="nearest")
+            vals.append(dice_mean(self.data.labels(f), warped, self.data.eval_labels))
         self.net.train()
         return float(np.mean(vals))
 
@@ -245,10 +267,23 @@ class Trainer(ResumableTraining):
             "seed": self.seed,
             "iterations": self.total,
         }
-        return self.finish(model, kind=self.kind, shape=list(self.data.shape))
+        self.data.scans.close()
+        return self.finish(
+            model,
+            kind=self.kind,
+            shape=list(self.data.shape),
+            data_placement=self.data.scans.placement,
+        )
 
 
-def train(manifest: Manifest, spec: dict, device, out_dir, log=print) -> Path:
+def train(
+    manifest: Manifest,
+    spec: dict,
+    device,
+    out_dir,
+    log=print,
+    placement: DataPlacement | None = None,
+) -> Path:
     ds = DatasetSettings.from_mapping(spec["dataset"])
     return Trainer(
         spec["kind"],
@@ -259,6 +294,7 @@ def train(manifest: Manifest, spec: dict, device, out_dir, log=print) -> Path:
         out_dir,
         ds.eval_labels,
         log,
+        placement,
     ).run()
 
 

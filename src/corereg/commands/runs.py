@@ -25,6 +25,7 @@ def train(a) -> None:
     from corereg.data.manifest import load_manifest
     from corereg.device import resolve_device, set_threads
     from corereg.io import check_outputs
+    from corereg.training.batches import DataPlacement
     from corereg.training.checkpoint import OTHER_DATA_ENV
 
     check_outputs({"--out": a.out}, {"--data": dataset_folder(a.data)})
@@ -36,8 +37,9 @@ def train(a) -> None:
     kind = METHOD_KINDS[spec["kind"]]
     kind.check_trainable()
     set_threads(a.threads)
+    placement = DataPlacement(a.data_on_device, a.device_share, a.cache_dir)
     try:
-        final = kind.train(load_manifest(a.data), spec, resolve_device(a.device), a.out)
+        final = kind.train(load_manifest(a.data), spec, resolve_device(a.device), a.out, placement)
     except ToolMissing as exc:
         if a.if_missing != "report":
             raise
@@ -186,6 +188,36 @@ def _train_options(s) -> None:
         help="a checkpoint.pt in --out written on other training data: stop (fail, the default) "
         "or remove it and start over (restart, what the workflow's jobs do)",
     )
+    s.add_argument(
+        "--data-on-device",
+        type=_on_device,
+        default="auto",
+        metavar="{auto,true,false}",
+        help="true: keep every training scan on the device; false: read each batch's scans "
+        "from the scan cache (the next batch in the background); auto (default): true on a "
+        "GPU where they fit in --device-share of its free memory",
+    )
+    s.add_argument(
+        "--device-share",
+        type=float,
+        default=0.5,
+        help="with --data-on-device auto, the share of free GPU memory the scans may take",
+    )
+    s.add_argument(
+        "--cache-dir",
+        default="",
+        help="folder of the uncompressed scan cache; environment variables such as $TMPDIR "
+        "are expanded (default: a folder 'cache' beside the prepared dataset)",
+    )
+
+
+def _on_device(text: str):
+    import argparse
+
+    choice = {"auto": "auto", "true": True, "false": False}.get(text.lower())
+    if choice is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, true or false")
+    return choice
 
 
 def _register_options(s) -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from corereg.data.manifest import Manifest, data_fingerprint, train_val_pairs
+from corereg.data.scan_cache import ScanCache
 from corereg.device import amp_active, seed_everything
 from corereg.measure import PhaseClock
 from corereg.params import DatasetSettings, EngineParams
@@ -28,6 +29,7 @@ from corereg.registration import network
 from corereg.registration.fields import warp
 from corereg.registration.pipeline import autocast, check_shape, half, prepare_input, register_pair
 from corereg.training.augment import augment_pair
+from corereg.training.batches import DataPlacement, Scans, choose_placement
 from corereg.training.checkpoint import Checkpoint, ResumableTraining
 from corereg.training.contrastive import (
     check_params,
@@ -36,14 +38,14 @@ from corereg.training.contrastive import (
     contrastive_loss_listing1,
     contrastive_net,
 )
+from corereg.training.label_file import LabelFile, LabelWriter
 from corereg.voxels import dice_mean
 
 
 # ----------------------------------------------------------------------------- data
 @dataclass
 class TrainData:
-    images: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
+    scans: Scans  # the training and validation scans (resident or read per batch)
     train_pairs: list[tuple[str, str]]
     val_pairs: list[tuple[str, str]]
     eval_labels: list[int]
@@ -51,18 +53,24 @@ class TrainData:
     fingerprint: str = ""  # the training data's (data.manifest.data_fingerprint)
 
 
-def load_data(manifest: Manifest, eval_labels=None, n_val: int = 4) -> TrainData:
+def load_data(
+    manifest: Manifest,
+    eval_labels=None,
+    n_val: int = 4,
+    device: torch.device | str = "cpu",
+    placement: DataPlacement | None = None,
+) -> TrainData:
+    """The training and validation pairs of ``manifest``; their scans are cached
+    uncompressed and kept on ``device`` or read per batch (:mod:`corereg.training.batches`)."""
+    placement = placement or DataPlacement()
     train, val = train_val_pairs(manifest, n_val)
-    ids = sorted({i for pr in train + val for i in pr})
-    images = {i: torch.from_numpy(manifest.load_image(i)[0])[None, None] for i in ids}
-    val_ids = sorted({i for pr in val for i in pr})
-    labels = {
-        i: torch.from_numpy(manifest.load_labels(i).astype(np.int64))[None, None] for i in val_ids
-    }
     check_shape(manifest.shape, manifest.path)
+    ids = sorted({i for pr in train + val for i in pr})
+    val_ids = sorted({i for pr in val for i in pr})
+    cache = ScanCache(manifest, placement.cache_dir or None)
+    where = choose_placement(placement, torch.device(device), cache.nbytes(len(ids), len(val_ids)))
     return TrainData(
-        images,
-        labels,
+        Scans(cache, ids, val_ids, device, where),
         train,
         val,
         list(eval_labels or sorted(manifest.labels)),
@@ -135,6 +143,8 @@ class Trainer(ResumableTraining):
         self.total = self.stages * self.ips
         self.rows: list[dict] = []
         self.clock = PhaseClock(device)
+        data.scans.clock = self.clock  # the time a step waits for its data is a phase
+        self._next: torch.Tensor | None = None  # the next batch's pairs, drawn ahead
         # cl_feature_layer post_relu_proj: the contrastive projection; ema: the teacher's
         # parameters (the shadow) and the settings of its online labels (one warp)
         self.proj: nn.Module | None = None
@@ -245,7 +255,7 @@ class Trainer(ResumableTraining):
             "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(),
             "gens": {k: g.get_state() for k, g in self.gens.items()},
-            "labels": self.labels,
+            "labels": self.labels.path.name,  # the stage's pseudo-label file (model folder)
             "weights": self.weights,
             "rows": self.rows,
             **({"proj": self.proj.state_dict()} if self.proj is not None else {}),
@@ -261,6 +271,13 @@ class Trainer(ResumableTraining):
                 "model": self._teacher().state_dict(),
             }
         self.checkpoint.save(self._state(iteration), side)
+        self._drop_label_files(keep=self.labels.path.name)
+
+    def _drop_label_files(self, keep: str | None = None) -> None:
+        """Pseudo-label files no checkpoint refers to any more."""
+        for f in self.out.glob("labels_stage*.npy"):
+            if f.name != keep:
+                f.unlink(missing_ok=True)
 
     def restore(self, st: dict) -> None:
         self.net = network.FeatureNet(
@@ -282,7 +299,13 @@ class Trainer(ResumableTraining):
         for k, s in st["gens"].items():
             self.gens[k] = torch.Generator()
             self.gens[k].set_state(s)
-        self.labels, self.weights = st["labels"], st["weights"]
+        labels = st["labels"]
+        if isinstance(labels, torch.Tensor):  # a checkpoint of an earlier version: inline
+            writer = LabelWriter(self.out / f"labels_stage{st['stage']}.npy", len(labels))
+            writer.append(labels)
+            labels = writer.close().path.name
+        self.labels, self.weights = LabelFile(self.out / labels), st["weights"]
+        self._drop_label_files(keep=labels)  # e.g. a refresh the kill interrupted
         self.stage = st["stage"]
 
     def resume_note(self, st: dict) -> str:
@@ -317,7 +340,7 @@ class Trainer(ResumableTraining):
 
     # -- pseudo-labels and validation -------------------------------------------
     def _pair(self, f, m):
-        return self.d.images[f].to(self.device), self.d.images[m].to(self.device)
+        return self.d.scans.image(f), self.d.scans.image(m)
 
     def _train_inputs(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Network inputs (HU · scale, ``clamp_train``) of training pair k on the device."""
@@ -331,35 +354,40 @@ class Trainer(ResumableTraining):
             self._refresh_labels(net, stage)
 
     def _refresh_labels(self, net, stage: int) -> None:
+        """Each training pair's pseudo-label, written to the stage's label file as it is
+        computed; the difficulty of each pair (the size of its Adam correction) is taken
+        at once, so the labels before Adam are never all held."""
         t0 = time.perf_counter()
-        noadam, adam = [], []
-        for f, m in self.d.train_pairs:
-            fx, mv = self._pair(f, m)
-            res = register_pair(
-                net,
-                fx,
-                mv,
-                self.p,
-                ice=self.p.ice,
-                clamp=self.clamp,
-                use_adam=self.p.use_adam_for_labels,
-                reg_fac=self.p.reg_fac_train,
-                generator=self.gens["proj"],
-            )
-            noadam.append(half(res.net).cpu())
-            adam.append(half(res.adam if res.adam is not None else res.net).cpu())
-        noadam, adam = torch.cat(noadam), torch.cat(adam)
-        self.labels = adam
         use_q = self.p.difficulty_sampling and self.p.use_adam_for_labels
         crop = self.p.label_crop_border
-        self.weights = (
-            rank_weights(difficulty(noadam, adam, self.d.shape, crop))
-            if use_q
-            else torch.ones(len(adam), device="cpu")
-        )
-        self.log(
-            f"[train] stage {stage}: {len(adam)} pseudo-labels in {time.perf_counter() - t0:.1f} s"
-        )
+        writer = LabelWriter(self.out / f"labels_stage{stage}.npy", len(self.d.train_pairs))
+        errors = []
+        try:
+            for f, m in self.d.train_pairs:
+                fx, mv = self._pair(f, m)
+                res = register_pair(
+                    net,
+                    fx,
+                    mv,
+                    self.p,
+                    ice=self.p.ice,
+                    clamp=self.clamp,
+                    use_adam=self.p.use_adam_for_labels,
+                    reg_fac=self.p.reg_fac_train,
+                    generator=self.gens["proj"],
+                )
+                adam = half(res.adam if res.adam is not None else res.net).cpu()
+                if use_q:
+                    errors.append(difficulty(half(res.net).cpu(), adam, self.d.shape, crop))
+                writer.append(adam)
+                del res, fx, mv
+            self.labels = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        n = len(self.labels)
+        self.weights = rank_weights(torch.cat(errors)) if use_q else torch.ones(n, device="cpu")
+        self.log(f"[train] stage {stage}: {n} pseudo-labels in {time.perf_counter() - t0:.1f} s")
 
     def validate(self, net) -> dict:
         with self.clock("validation", units=len(self.d.val_pairs)):
@@ -380,7 +408,7 @@ class Trainer(ResumableTraining):
                 reg_fac=self.p.reg_fac_val,
                 generator=self.gens["proj"],
             )
-            fl, ml = self.d.labels[f].to(self.device), self.d.labels[m].to(self.device).float()
+            fl, ml = self.d.scans.labels(f), self.d.scans.labels(m).float()
             # "net" Dice as the released code scores it: the moving labels warped by each
             # pass in turn (nearest neighbour), not by the composed field
             moved = ml
@@ -391,20 +419,41 @@ class Trainer(ResumableTraining):
         return {"val_dice_net": float(np.nanmean(dn)), "val_dice": float(np.nanmean(da))}
 
     # -- one iteration ------------------------------------------------------------
-    def _batch(self):
-        p = self.p
-        idx = torch.multinomial(
+    def _draw(self) -> torch.Tensor:
+        """The training pairs of a batch, drawn by their difficulty weights."""
+        return torch.multinomial(
             self.weights,
-            p.batch_size,
+            self.p.batch_size,
             replacement=True,
             generator=self.gens["sample"],
         )
+
+    def _label_read(self, k: int):
+        return lambda: self.labels[k : k + 1]
+
+    def draw_ahead(self, i: int) -> None:
+        """After step ``i``: draw step i + 1's pairs now and start reading their scans and
+        labels, unless a stage ends first (new labels and weights) or the training does.
+        The draw comes from the same generator in the same order as at the step itself,
+        so the batches are the same."""
+        if i + 1 >= self.total or (i + 1) % self.ips == 0:
+            return
+        self._next = self._draw()
+        pairs = [self.d.train_pairs[k] for k in self._next.tolist()]
+        extras = []
+        if self.shadow is None:
+            extras = [(("label", k), self._label_read(k)) for k in self._next.tolist()]
+        self.d.scans.prefetch([c for pr in pairs for c in pr], extras)
+
+    def _batch(self):
+        p = self.p
+        idx, self._next = (self._next if self._next is not None else self._draw()), None
         fs, ms, ts, originals, affs = [], [], [], [], []
         teacher = self._teacher() if self.shadow is not None else None
         for k in idx.tolist():
             fx, mv = self._train_inputs(k)
             label = (
-                self.labels[k : k + 1].to(self.device)
+                self.d.scans.extra(("label", k), self._label_read(k))
                 if teacher is None
                 else self._teacher_label(teacher, k)
             )
@@ -497,6 +546,7 @@ class Trainer(ResumableTraining):
             lr = self.opt.param_groups[0]["lr"]
             with self.clock("train_iteration"):
                 loss = self.step(i)
+            self.draw_ahead(i)
             if i == 0 or i % val_every == val_every - 1 or i == self.total - 1:
                 row = {
                     "iteration": i + 1,
@@ -520,6 +570,7 @@ class Trainer(ResumableTraining):
         return self._finish()
 
     def _finish(self) -> Path:
+        self.d.scans.close()
         model = {
             "model": self.net.state_dict(),
             "arch": self.net.arch,
@@ -528,13 +579,16 @@ class Trainer(ResumableTraining):
             "stages": self.stages,
             "iterations": self.total,
         }
-        return self.finish(
+        final = self.finish(
             model,
             kind="engine",
             shape=list(self.d.shape),
             form=self.p.cl_views if self._joint else "registration",
             train_pairs=len(self.d.train_pairs),
+            data_placement=self.d.scans.placement,
         )
+        self._drop_label_files()  # the resume state is spent
+        return final
 
 
 @torch.no_grad()
@@ -545,10 +599,17 @@ def ema_update(shadow, parameters, decay: float) -> None:
         s.mul_(decay).add_(q.detach(), alpha=1.0 - decay)
 
 
-def train(manifest: Manifest, spec: dict, device: torch.device, out_dir, log=print) -> Path:
+def train(
+    manifest: Manifest,
+    spec: dict,
+    device: torch.device,
+    out_dir,
+    log=print,
+    placement: DataPlacement | None = None,
+) -> Path:
     ds = DatasetSettings.from_mapping(spec["dataset"])
     p = EngineParams.from_mapping(spec["params"], "train job params")
-    data = load_data(manifest, ds.eval_labels, p.val_pairs)
+    data = load_data(manifest, ds.eval_labels, p.val_pairs, device, placement)
     return Trainer(
         data, p, int(spec["seed"]), device, Path(out_dir), ds.clamp_eval, log, ds.clamp_train
     ).run()
