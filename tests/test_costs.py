@@ -299,3 +299,24 @@ def test_units_a_dataset_lacks_come_from_another_scaled_by_voxels():
     assert "some units from abdomen scaled by voxels" in est.basis
     own = costs.predict(plan, "train", Run("synth_chest", "bigalke", "default", 0), m, "cpu")
     assert "from abdomen" not in own.basis
+
+
+def test_training_memory_grows_with_the_scans_only_when_they_are_kept_in_memory():
+    """Scans read per batch from the cache (training_data.on_device auto/false): the
+    measured peak whatever the number of training scans; on_device true on the CPU: plus
+    every scan beyond the measured run's as float32."""
+    m = model()
+    run = Run("synth_abdomen", "core", "default", 0)
+    plan = tiny_plan()
+    cached = costs.predict(plan, "train", run, m, "cpu")
+    assert cached.mem_mb == pytest.approx(1000.0)
+    many = tiny_plan()
+    many.cfg["datasets"]["synth_abdomen"]["source"]["n_train"] = 12
+    assert many.counts("synth_abdomen").train_scans == 12
+    assert costs.predict(many, "train", run, m, "cpu").mem_mb == pytest.approx(1000.0)
+    many.cfg["training_data"]["on_device"] = True
+    many.cfg["device"] = "cpu"
+    scan_mb = 32 * 32 * 40 * 4 / 2**20
+    assert costs.predict(many, "train", run, m, "cpu").mem_mb == pytest.approx(
+        1000.0 + 10 * scan_mb
+    )

@@ -148,7 +148,7 @@ def test_label_file_round_trip_and_no_half_file(tmp_path):
         w = LabelWriter(tmp_path / "labels_stage2.npy", 5)
         w.append(labels[:1])
         w.close()
-    with pytest.raises(InputError, match="delete checkpoint.pt"):
+    with pytest.raises(InputError, match=r"delete checkpoint\.pt"):
         LabelFile(tmp_path / "labels_stage9.npy")
 
 

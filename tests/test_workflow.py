@@ -5,6 +5,7 @@ import re
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT, run_cli, run_snakemake
 
@@ -241,18 +242,31 @@ def test_tiny_end_to_end(tiny_run):
 
 
 @pytest.mark.slow
-def test_tiny_rerun_is_a_no_op(tiny_run):
-    proc = run_snakemake(
-        "-n",
-        "--profile",
-        "profiles/demo",
-        "--configfile",
-        "workflow/presets/tiny.yaml",
-        "--config",
-        f"results={tiny_run}/results",
-        f"data_root={tiny_run}/data",
+def test_tiny_rerun_is_a_no_op(tiny_run, tmp_path):
+    # the trainings read their scans from the scan cache beside each prepared dataset
+    for ds in ("synth_abdomen", "synth_chest"):
+        entries = list((tiny_run / "data" / ds / "cache").glob(f"{ds}-*/*.image.npy"))
+        assert entries, ds
+    costs = json.loads(next((tiny_run / "results/models").rglob("costs.json")).read_text())
+    assert costs["data_placement"] == "cache" and "data_wait" in costs["phases"]
+    # where the scans live changes no number: changing it reruns nothing
+    elsewhere = tmp_path / "where.yaml"
+    elsewhere.write_text(
+        yaml.safe_dump({"training_data": {"on_device": True, "cache_dir": str(tmp_path)}})
     )
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    for extra in ([], [str(elsewhere)]):
+        proc = run_snakemake(
+            "-n",
+            "--profile",
+            "profiles/demo",
+            "--configfile",
+            "workflow/presets/tiny.yaml",
+            *extra,
+            "--config",
+            f"results={tiny_run}/results",
+            f"data_root={tiny_run}/data",
+        )
+        assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_readme_shows_the_two_commands_first():

@@ -224,3 +224,15 @@ def cpu_isa_env(name: str) -> dict[str, str]:
     if name not in CPU_ISA_ENV:
         raise CoreregError(f"cpu_isa must be one of {list(CPU_ISA_ENV)}, not '{name}'")
     return dict(CPU_ISA_ENV[name])
+
+
+def training_data_options(cfg: dict) -> str:
+    """The ``corereg train`` options of a configuration's ``training_data`` block (its
+    defaults filled), shell-quoted.  The train rule puts them into its command, not its
+    params: where the scans live changes no number, so changing it reruns nothing."""
+    import shlex
+
+    td = cfg["training_data"]
+    on = {True: "true", False: "false"}.get(td["on_device"], "auto")
+    cache = shlex.quote(td["cache_dir"])
+    return f"--data-on-device {on} --device-share {td['device_share']} --cache-dir {cache}"

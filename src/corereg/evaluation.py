@@ -148,6 +148,22 @@ def sdlogj_code(disp: np.ndarray) -> float:
     return sdlogj_code_normalized(norm)
 
 
+# ----------------------------------------------------------------------------- keypoints
+def read_keypoints(path) -> np.ndarray:
+    """A Learn2Reg keypoint file: one row ``x,y,z`` of voxel coordinates per point."""
+    return np.loadtxt(path, delimiter=",", ndmin=2)
+
+
+def tre_mm(fixed_kp: np.ndarray, moving_kp: np.ndarray, disp: np.ndarray, spacing_moving):
+    """Target registration error per keypoint in mm, as Learn2Reg computes it: the field
+    (voxel units) sampled at the fixed keypoints (cubic spline, ``map_coordinates``'
+    default), added to them, compared with the moving keypoints in the moving spacing."""
+    if fixed_kp.shape != moving_kp.shape:
+        raise ValueError(f"{len(fixed_kp)} fixed but {len(moving_kp)} moving keypoints")
+    at = np.stack([ndimage.map_coordinates(disp[..., c], fixed_kp.T) for c in range(3)], axis=1)
+    return np.linalg.norm((fixed_kp + at - moving_kp) * np.asarray(spacing_moving), axis=1)
+
+
 # ----------------------------------------------------------------------------- one pair
 def evaluate_pair(fixed_lab, moving_lab, disp, labels, spacing) -> tuple[list[dict], dict]:
     """Per-structure rows and the per-pair summary for one registered pair."""
@@ -172,6 +188,8 @@ def evaluate_pair(fixed_lab, moving_lab, disp, labels, spacing) -> tuple[list[di
         "dice": float(np.mean(dices)) if dices else np.nan,
         "hd95": float(np.mean(hds)) if hds else np.nan,
         "n_structures": len(dices),
+        # structures present in both images that the warp lost (HD95: the diagonal)
+        "n_lost": sum(r["present"] and not (warped == r["label"]).any() for r in rows),
         "sdlogj_l2r": sdlogj_l2r(disp),
         "sdlogj_std": sdlogj_standard(disp),
         "sdlogj_code": sdlogj_code(disp),

@@ -15,6 +15,21 @@ from corereg.io import load_field, write_csv
 from corereg.timing import CARRIED, SECONDS
 
 
+def _tre(manifest: Manifest, fixed: str, moving: str, disp) -> dict:
+    """Mean TRE (mm) of a pair whose two scans have keypoints (Learn2Reg's keypointsTr)."""
+    from corereg.evaluation import read_keypoints, tre_mm
+
+    paths = manifest.keypoints_path(fixed), manifest.keypoints_path(moving)
+    if None in paths:
+        return {}
+    fixed_kp, moving_kp = (read_keypoints(x) for x in paths)
+    if fixed_kp.shape != moving_kp.shape:
+        raise InputError(
+            paths[1], f"{len(moving_kp)} keypoints, but the fixed scan's file has {len(fixed_kp)}"
+        )
+    return {"tre": float(tre_mm(fixed_kp, moving_kp, disp, manifest.spacing).mean())}
+
+
 def evaluate_run(
     manifest: Manifest, fields: Path, spec: dict, out_structures, out_pairs
 ) -> pd.DataFrame:
@@ -59,6 +74,7 @@ def evaluate_run(
         moving_lab = labels_of(p["moving"])
         disp = load_field(fields / field_name(p["fixed"], p["moving"]), manifest.shape)
         rows, summary = evaluate_pair(fixed_lab, moving_lab, disp, labels, manifest.spacing)
+        summary.update(_tre(manifest, p["fixed"], p["moving"], disp))
         key = {**ident, "fixed": p["fixed"], "moving": p["moving"]}
         srows += [{**key, **r, "structure": manifest.labels[r["label"]]} for r in rows]
         if (p["fixed"], p["moving"]) not in timing.index:

@@ -32,11 +32,12 @@ def _umask() -> int:
 MARKER = ".corereg-output"  # in every folder a step writes: such a folder may be replaced
 # What a folder holds (its marker says so): a step replaces only a folder of its own kind.
 DOWNLOAD, CONVERTED, LABELS = "a download", "converted scans", "labels"
-PREPARED, FIELDS, FIGURE_FIELDS, TOOL = (
+PREPARED, FIELDS, FIGURE_FIELDS, TOOL, SUBMISSION = (
     "a prepared dataset",
     "registered fields",
     "a figure's fields",
     "a compiled tool",
+    "a Learn2Reg submission",
 )
 
 

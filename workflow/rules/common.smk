@@ -36,7 +36,7 @@ os.environ.update(corereg_config.cpu_isa_env(config.get("cpu_isa", "native")))
 RESULTS = plan.results
 DATA = plan.data_root
 # where a training's scans live (config training_data): options of the train command
-TRAINING_DATA = plan.training_data_options()
+TRAINING_DATA = corereg_config.training_data_options(plan.cfg)
 
 
 wildcard_constraints:

@@ -85,3 +85,30 @@ rule keep_field:
     shell:
         "python -m corereg keep-field --fields {input.fields} --manifest {input.data}"
         " --pair-index {params.index} --out-dir {output} > {log} 2>&1"
+
+
+# Learn2Reg submission: one run's test fields under the challenge's file names.
+rule export_l2r:
+    input:
+        data=lambda w: plan.prepared(w.dataset),
+        fields=f"{RESULTS}/fields/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}",
+    output:
+        directory(
+            f"{RESULTS}/l2r_submission/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}"
+        ),
+    log:
+        f"{RESULTS}/logs/export_l2r/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/export_l2r/{{dataset}}/{{method}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        "../../envs/corereg.yaml"
+    threads: 1
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    params:
+        format=config["l2r_submission"]["format"],
+    shell:
+        "python -m corereg export-l2r --fields {input.fields} --manifest {input.data}"
+        " --format {params.format} --out-dir {output} > {log} 2>&1"

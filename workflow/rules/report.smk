@@ -90,6 +90,11 @@ rule table3:
         plan.artifact_outputs("table3"),
 
 
+rule l2r_submission:
+    input:
+        plan.l2r_submissions(),
+
+
 rule fig3:
     input:
         plan.artifact_outputs("fig3"),

@@ -36,6 +36,8 @@ SOURCE_KINDS = Registry(
     "dataset source kind",
     {
         "abdomenctct": "corereg.adapters.source_kinds:AbdomenCTCT",
+        "learn2reg": "corereg.adapters.source_kinds:Learn2Reg",
+        "folder": "corereg.adapters.source_kinds:Folder",
         "radchestct": "corereg.adapters.source_kinds:RadChestCT",
         "synthetic_abdomen": "corereg.adapters.source_kinds:SyntheticAbdomen",
         "synthetic_chest": "corereg.adapters.source_kinds:SyntheticChest",

@@ -223,10 +223,6 @@ class MethodKind:
     def train_seconds(self, plan, run, params: dict, entry, voxels: float, factor: float):
         return None
 
-    def train_memory_extra_mb(self, plan, run) -> float:
-        """Memory a training holds beyond the measured run's, in MB (besides the scans)."""
-        return 0.0
-
     def register_seconds(self, params: dict, entry, voxels: float, factor: float, pairs: int):
         per_pair = (entry.get("register_pair_s") or {}).get(self.name)
         if per_pair is None:
@@ -277,6 +273,7 @@ class SourceKind:
     stages: ClassVar[tuple[str, ...]] = ()  # the data steps before prepare, in order
     required: ClassVar[tuple[str, ...]] = ()  # source keys the kind needs
     synthetic: ClassVar[bool] = False
+    l2r_layout: ClassVar[bool] = False  # cases named as Learn2Reg names them (export-l2r)
 
     def published(self) -> None:
         """The registry made this adapter (nothing to announce)."""

@@ -217,6 +217,23 @@ class UniGradICONKind(MethodKind):
             params["weights"] = weights
         return params
 
+    # uniGradICON's README lists the Learn2Reg abdomen CT scans (L2R-Abdomen) among the
+    # data its released model was trained on
+    TRAINED_ON: ClassVar[dict] = {"abdomen": "the Learn2Reg abdomen CT scans (L2R-Abdomen)"}
+
+    def artifact_notes(self, plan) -> dict:
+        """Datasets (real, not phantoms) whose test scans the released model saw in its
+        training: the tables say so beside its row."""
+        keys = [k for k, m in plan.cfg["methods"].items() if m["kind"] == self.name]
+        overlap = {
+            d: self.TRAINED_ON[ds.get("paper_key")]
+            for d, ds in plan.cfg["datasets"].items()
+            if ds.get("paper_key") in self.TRAINED_ON and not plan.source_kind(d).synthetic
+        }
+        if not keys or not overlap:
+            return {}
+        return {"training_overlap": {"methods": keys, "datasets": overlap}}
+
     def verbs(self):
         return (FETCH_WEIGHTS,)
 
@@ -376,14 +393,6 @@ class EngineKind(MethodKind):
                 return None
             secs += int(params.get("cl_pretrain_iters", 8000)) * pre
         return secs * voxels * factor
-
-    def train_memory_extra_mb(self, plan, run) -> float:
-        import math
-
-        # pseudo-labels of every training pair stay in memory (half-resolution, float16)
-        shape = plan.cfg["datasets"][run.dataset]["shape"]
-        train_pairs = plan.counts(run.dataset).train_pairs
-        return train_pairs * math.prod(shape) / 8 * 3 * 2 / 2**20
 
     def register_seconds(self, params, entry, voxels, factor, pairs):
         if entry.get("net_pair_s") is None:

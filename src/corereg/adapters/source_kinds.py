@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from math import comb
+from pathlib import Path
 
 from corereg.adapters.base import Counts, SourceKind
 from corereg.errors import CoreregError
@@ -61,30 +62,110 @@ class SyntheticChest(SourceKind):
         )
 
 
-class AbdomenCTCT(SourceKind):
-    """The Learn2Reg AbdomenCTCT release: downloaded, then prepared with the configured
-    split (all pairs among the training scans, among the test scans)."""
+class Learn2Reg(SourceKind):
+    """Any Learn2Reg task in its release layout, from a local folder (``path``) or a
+    downloaded archive (``url``); pairs from the configured lists or the dataset json
+    (:mod:`corereg.data.learn2reg`)."""
 
-    name = "abdomenctct"
-    stages = ("download",)
+    name = "learn2reg"
+    l2r_layout = True
+    stages = ("download",)  # a local folder is checked and recorded, not copied
+    task: str | None = None  # a kind for one task names it
+
+    def _source(self, source):
+        import dataclasses
+
+        return dataclasses.replace(source, task=source.task or self.task)
 
     def counts(self, source) -> Counts:
-        train, test = set(source.train), set(source.test)
-        return Counts(len(train | test), comb(len(train), 2), comb(len(test), 2), len(train))
+        if source.train or source.test:
+            train, test = set(source.train), set(source.test)
+            return Counts(len(train | test), comb(len(train), 2), comb(len(test), 2), len(train))
+        return self._counts_from_json(source)
+
+    @staticmethod
+    def _counts_from_json(source) -> Counts:
+        """From the task's dataset json where it is on disk (a local folder), else from
+        ``n_train_pairs`` / ``n_test_pairs`` (0 where unset: the plan cannot count them)."""
+        from corereg.data import learn2reg
+
+        if source.path:
+            try:
+                root = learn2reg.find_root(source.path, source.task)
+                meta_path = root / f"{learn2reg.task_name(root)}_dataset.json"
+                import json
+
+                train, test = learn2reg._pairs_from_json(
+                    json.loads(meta_path.read_text()), meta_path, source
+                )
+                scans_tr = {x for pr in train for x in pr}
+                scans_te = {x for pr in test for x in pr}
+                return Counts(len(scans_tr | scans_te), len(train), len(test), len(scans_tr))
+            except (CoreregError, OSError, ValueError):
+                pass  # the download step names the problem
+        train, test = int(source.n_train_pairs or 0), int(source.n_test_pairs or 0)
+        return Counts(2 * (train + test), train, test, 2 * train)
 
     def prepare(self, args, spec, source) -> None:
-        from corereg.data import abdomenctct
+        from corereg.data import learn2reg
 
         if not args.raw:
-            raise CoreregError("prepare of abdomenctct needs --raw (the unpacked download)")
-        abdomenctct.prepare(args.raw, args.out, args.dataset, spec)
+            raise CoreregError(f"prepare of {self.name} needs --raw (the download step's folder)")
+        learn2reg.prepare(
+            args.raw, args.out, args.dataset, {**spec, "source": self._source(source)}
+        )
 
     def run_stage(self, stage, args, spec, source) -> None:
         if stage != "download":
             super().run_stage(stage, args, spec, source)
-        from corereg.data import abdomenctct
+        from corereg.data import learn2reg
 
-        abdomenctct.fetch(source, args.out, dataset=args.dataset)
+        learn2reg.fetch(self._source(source), args.out, dataset=args.dataset)
+
+
+class AbdomenCTCT(Learn2Reg):
+    """The Learn2Reg AbdomenCTCT release: ``learn2reg`` with ``task: AbdomenCTCT`` (kept
+    for configurations written before ``learn2reg`` existed)."""
+
+    name = "abdomenctct"
+    task = "AbdomenCTCT"
+
+    def check(self, plan, key: str) -> None:
+        super().check(plan, key)
+        src = plan.cfg["datasets"][key]["source"]
+        if src.get("task", "AbdomenCTCT") != "AbdomenCTCT":
+            raise CoreregError(
+                f"config: datasets.{key}.source: kind abdomenctct is task AbdomenCTCT; "
+                "use kind learn2reg for another task"
+            )
+
+
+class Folder(SourceKind):
+    """A folder of one's own NIfTI scans and label maps, found by file patterns, brought
+    to the dataset's grid by ``prepare`` (:mod:`corereg.data.folder`)."""
+
+    name = "folder"
+    required = ("path", "images", "labels")
+
+    def counts(self, source) -> Counts:
+        from corereg.data import folder
+
+        try:
+            root = Path(source.path).expanduser()
+            ids = sorted(folder.find_cases(root, source))
+            pairs = folder.make_pairs(ids, source, root)
+        except (CoreregError, OSError):
+            return Counts(0, 0, 0, 0)  # prepare names the problem
+        train = [p for p in pairs if p["split"] == "train"]
+        scans = {p[r] for p in pairs for r in ("fixed", "moving")}
+        train_scans = {p[r] for p in train for r in ("fixed", "moving")}
+        n_test = sum(p["split"] == "test" for p in pairs)
+        return Counts(len(scans), len(train), n_test, len(train_scans))
+
+    def prepare(self, args, spec, source) -> None:
+        from corereg.data import folder
+
+        folder.prepare(args.out, args.dataset, spec)
 
 
 class RadChestCT(SourceKind):

@@ -157,6 +157,33 @@ def keep_field(a) -> None:
                 shutil.copyfile(f, tmp / f.name)
 
 
+def export_l2r(a) -> None:
+    from corereg.data import learn2reg
+    from corereg.data.manifest import load_manifest
+    from corereg.errors import InputError
+    from corereg.io import check_outputs
+
+    check_outputs(
+        {"--out-dir": a.out_dir}, {"--fields": a.fields, "--manifest": dataset_folder(a.manifest)}
+    )
+    if not_run.reason_of_fields(Path(a.fields)) is not None:
+        raise InputError(a.fields, "the method did not run (its fields are a not-run record)")
+    names = learn2reg.export(load_manifest(a.manifest), Path(a.fields), Path(a.out_dir), a.format)
+    print(f"[export-l2r] wrote {len(names)} fields to {a.out_dir}")
+
+
+def _export_options(s) -> None:
+    s.add_argument("--manifest", required=True, help="prepared dataset (folder or manifest.json)")
+    s.add_argument("--fields", required=True, help="a run's folder of fields (register step)")
+    s.add_argument(
+        "--format",
+        choices=["nii.gz", "npz"],
+        default="nii.gz",
+        help="nii.gz: float32 NIfTI; npz: float16 array arr_0 (half the size)",
+    )
+    s.add_argument("--out-dir", required=True, help="submission folder: disp_FFFF_MMMM_FFFF_MMMM.*")
+
+
 def evaluate(a) -> None:
     from corereg.data.manifest import load_manifest
     from corereg.evaluation_run import evaluate_run
@@ -287,6 +314,12 @@ def verbs() -> list[Verb]:
             "copy the field of one test pair out of a run's fields (for figures)",
             _keep_field_options,
             keep_field,
+        ),
+        Verb(
+            "export-l2r",
+            "write a run's fields under the names and in the format Learn2Reg's evaluation reads",
+            _export_options,
+            export_l2r,
         ),
         Verb(
             "evaluate",

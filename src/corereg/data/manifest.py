@@ -54,6 +54,7 @@ def write_manifest(
     pairs,
     seed,
     orientation: str = "RAS",
+    intensity="HU",
     **extra,
 ) -> None:
     """Write ``root/manifest.json``; ``extra`` keys (provenance) are stored beside the contract's."""
@@ -68,13 +69,36 @@ def write_manifest(
             "shape": list(shape),
             "spacing": list(spacing),
             "orientation": orientation,
-            "intensity": "HU",
+            "intensity": intensity,
             "labels": {str(k): v for k, v in sorted(labels.items())},
             "cases": cases,
             "pairs": pairs,
             **extra,
         },
     )
+
+
+def intensity_of(spec: dict):
+    """The manifest's ``intensity`` entry for a dataset's ``intensity`` setting: "HU" (the
+    scans are CT in Hounsfield units, used as they are) or a percentile normalisation that
+    maps each scan's ``percentiles`` onto the HU-like range [-1000, 1000] when it is read."""
+    setting = spec.get("intensity") or {}
+    if setting.get("mode", "hu") == "hu":
+        return "HU"
+    lo, hi = setting.get("percentiles", [1.0, 99.0])
+    return {"mode": "percentile", "percentiles": [float(lo), float(hi)], "range": [-1000.0, 1000.0]}
+
+
+def apply_intensity(data: np.ndarray, intensity) -> np.ndarray:
+    """A scan's values as network and method inputs: HU as they are; with a percentile
+    entry, each scan's low/high percentiles mapped linearly onto its range, clipped."""
+    if intensity == "HU" or not isinstance(intensity, dict):
+        return data
+    lo, hi = np.percentile(data, intensity["percentiles"])
+    r0, r1 = intensity["range"]
+    scale = (r1 - r0) / max(float(hi - lo), 1e-6)
+    out = (data - np.float32(lo)) * np.float32(scale) + np.float32(r0)
+    return np.clip(out, r0, r1).astype(np.float32)
 
 
 def relative_to(path, prepared) -> str:
@@ -139,8 +163,16 @@ class Manifest:
             raise InputError(self.path, f"case '{case_id}' has no label map")
         return self.root / rel
 
+    def keypoints_path(self, case_id: str) -> Path | None:
+        """The case's Learn2Reg keypoint file (voxel coordinates), or None."""
+        rel = self.case(case_id).get("keypoints")
+        return self.root / rel if rel else None
+
     def load_image(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-        return load_image(self.image_path(case_id), self.shape, self.spacing)
+        """The case's image (float32) and affine: HU, or intensities normalised as the
+        manifest's ``intensity`` says."""
+        data, affine = load_image(self.image_path(case_id), self.shape, self.spacing)
+        return apply_intensity(data, self.meta.get("intensity", "HU")), affine
 
     def load_labels(self, case_id: str) -> np.ndarray:
         """The case's labels, checked against the dataset's grid and against its image's

@@ -88,6 +88,7 @@ class ScanCache:
             "mtime_ns": st.st_mtime_ns,
             "shape": list(self.manifest.shape),
             "spacing": list(self.manifest.spacing),
+            "intensity": self.manifest.meta.get("intensity", "HU") if kind == "image" else None,
         }
 
     def fresh(self, case_id: str, kind: str) -> bool:

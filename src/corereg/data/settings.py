@@ -47,13 +47,26 @@ class SourceSettings:
     n_train_pairs: int | None = None
     n_test_pairs: int | None = None
     noise_hu: float = 12.0
-    # AbdomenCTCT
+    # Learn2Reg tasks (learn2reg, abdomenctct)
+    task: str | None = None  # the task's name (<task>_dataset.json); unset: the one found
+    path: str | None = None  # a local task folder instead of an archive
+    test_pairs: str = "registration_val"  # the dataset json's key of the test pairs
+    label_folder: Literal["labelsTr", "masksTr"] = "labelsTr"
     url: str | None = None
     md5: str | None = None
     size: int | None = None
     train: tuple[int, ...] = ()
     test: tuple[int, ...] = ()
     val: tuple[int, ...] = ()
+    # a folder of one's own scans (folder; path above)
+    images: str | None = None  # file pattern with {id}
+    labels: str | None = None
+    keypoints: str | None = None
+    pairing: Literal["all", "consecutive", "list"] = "all"
+    pairs_csv: str | None = None
+    test_ids: tuple[str, ...] = ()
+    val_ids: tuple[str, ...] = ()
+    resample: bool = True
     # RAD-ChestCT
     record: str | None = None
     api: str = ZENODO_API

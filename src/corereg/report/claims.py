@@ -23,7 +23,13 @@ import pandas as pd
 
 from corereg.errors import InputError
 from corereg.io import atomic_path, write_csv, write_text
-from corereg.report.tables import build_table, expected_pairs, load_pair_metrics, per_pair
+from corereg.report.tables import (
+    PAIR_SEP,
+    build_table,
+    expected_pairs,
+    load_pair_metrics,
+    per_pair,
+)
 from corereg.stats import holm, wilcoxon_paired
 from corereg.stats_cluster import bootstrap_diff_ci
 
@@ -90,8 +96,8 @@ def compare(df, ds, row, others, p_max: float) -> list[dict]:
             continue
         common = mine.index.intersection(theirs.index)
         diff = (mine[common] - theirs[common]).to_numpy()
-        fixed = [c.split("_")[0] for c in common]
-        moving = [c.split("_", 1)[1] for c in common]
+        fixed = [c.split(PAIR_SEP, 1)[0] for c in common]
+        moving = [c.split(PAIR_SEP, 1)[1] for c in common]
         rec["diff"], rec["low"], rec["high"] = bootstrap_diff_ci(diff, fixed, moving, n_boot=2000)
         _, rec["p"], rec["n"] = wilcoxon_paired(mine[common].to_numpy(), theirs[common].to_numpy())
         out.append(rec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from corereg.io import write_csv, write_text
@@ -18,6 +19,7 @@ from corereg.stats_cluster import bootstrap_diff_ci
 from corereg.timing import SECONDS
 
 NOT_RUN = "not run"
+PAIR_SEP = "|"  # between the fixed and the moving id of a pair's key (ids may hold "_")
 KEY = ["dataset", "method", "variant"]
 STAT_KEYS = (
     "n_pairs",
@@ -35,7 +37,16 @@ STAT_KEYS = (
     "neg_jac_percent",
     "t_inf",
     "reg_fac",
+    "tre",
+    "tre_std",
+    # Learn2Reg's robustness scores "30": the 0.3 quantile of the per-pair Dice and HD95,
+    # the 0.7 quantile of the per-pair SDlogJ (Learn2Reg's formula) and TRE
+    "dice_30",
+    "hd95_30",
+    "sdlogj_30",
+    "tre_30",
 )
+ROBUST_Q = {"dice": 0.3, "hd95": 0.3, "sdlogj_l2r": 0.7, "tre": 0.7}
 SDLOGJ_NAMES = {"sdlogj_l2r": "L2R", "sdlogj_code": "code", "sdlogj_std": "std"}
 DICE_AGGREGATES = ("pooled", "pair_mean")
 
@@ -103,7 +114,7 @@ def load_pair_metrics(paths, expected: dict | None = None) -> pd.DataFrame:
         scored = "not_run" not in df.columns or df.not_run.isna().all()
         for ds, sub in df.groupby("dataset"):
             if scored and expected and ds in expected:
-                got = set(sub.fixed + "_" + sub.moving)
+                got = set(sub.fixed + PAIR_SEP + sub.moving)
                 want = set(expected[ds])
                 if got != want:
                     raise InputError(
@@ -123,7 +134,7 @@ def expected_pairs(manifests: dict[str, str]) -> dict[str, set[str]]:
     from corereg.data.manifest import load_manifest
 
     return {
-        ds: {f"{p['fixed']}_{p['moving']}" for p in load_manifest(path).pairs("test")}
+        ds: {p["fixed"] + PAIR_SEP + p["moving"] for p in load_manifest(path).pairs("test")}
         for ds, path in manifests.items()
     }
 
@@ -133,7 +144,7 @@ def per_pair(df: pd.DataFrame, dataset, method, variant, column="dice") -> pd.Se
     sel = df[(df.dataset == dataset) & (df.method == method) & (df.variant == variant)]
     if sel.empty:
         return pd.Series(dtype=float)
-    key = sel.fixed.astype(str) + "_" + sel.moving.astype(str)
+    key = sel.fixed.astype(str) + PAIR_SEP + sel.moving.astype(str)
     return sel.assign(pair=key).groupby("pair")[column].mean()
 
 
@@ -163,6 +174,15 @@ def summarize(df, dataset, row, sdlogj_col, aggregate: str = "pooled") -> dict:
     seed_means = sel.groupby("seed")["dice"].mean() * 100.0
     status = sel["reg_fac_status"].dropna().astype(str) if "reg_fac_status" in sel else []
     mean = lambda col: float(sel[col].mean()) if col in sel else float("nan")  # noqa: E731
+
+    def robust(col, scale=1.0) -> float:
+        """Learn2Reg's "30" score of a column over the pairs (each averaged over seeds)."""
+        if col not in sel or sel[col].isna().all():
+            return float("nan")
+        values = per_pair(df, dataset, row["method"], row["variant"], col).dropna() * scale
+        return float(np.quantile(values.to_numpy(), ROBUST_Q[col]))
+
+    tre = per_pair(df, dataset, row["method"], row["variant"], "tre") if "tre" in sel else None
     return {
         "status": "ok",
         "n_pairs": int(dice.size),
@@ -180,6 +200,12 @@ def summarize(df, dataset, row, sdlogj_col, aggregate: str = "pooled") -> dict:
         "neg_jac_percent": mean("neg_jac_percent"),
         "t_inf": mean(SECONDS),
         "reg_fac": mean("reg_fac"),
+        "tre": float(tre.mean()) if tre is not None else float("nan"),
+        "tre_std": float(tre.std(ddof=0)) if tre is not None else float("nan"),
+        "dice_30": robust("dice", 100.0),
+        "hd95_30": robust("hd95"),
+        "sdlogj_30": robust("sdlogj_l2r"),
+        "tre_30": robust("tre"),
         "reg_fac_status": ";".join(sorted(set(status))),
         "device": ";".join(sorted(sel.device.astype(str).unique())),
     }
@@ -193,6 +219,9 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
     ref = spec.get("reference")
     sdlogj_col = spec["sdlogj"]
     aggregate = spec["dice_aggregate"]
+    if spec.get("hd95_lost", "diagonal") == "inf" and "n_lost" in df.columns:
+        # Learn2Reg's convention: a structure the warp lost makes the pair's HD95 infinite
+        df = df.assign(hd95=df.hd95.where(~(df.n_lost.fillna(0) > 0), np.inf))
     missing = {}  # (dataset, method, variant) -> reason of a method whose tool is absent
     if "not_run" in df.columns:
         marked = df.not_run.notna() & (df.not_run.astype(str) != "")
@@ -231,7 +260,7 @@ def build_table(spec: dict, df: pd.DataFrame) -> pd.DataFrame:
                 # Dice difference to the reference row with a 95 % interval that resamples
                 # scans (inter-patient pairs) or patients (longitudinal pairs)
                 diff = (mine[common] - ref_dice[common]).to_numpy() * 100.0
-                ids = [c.split("_", 1) for c in common]
+                ids = [c.split(PAIR_SEP, 1) for c in common]
                 rec["diff_to_ref"], rec["diff_ci_low"], rec["diff_ci_high"] = bootstrap_diff_ci(
                     diff, [i[0] for i in ids], [i[1] for i in ids], n_boot=2000
                 )
@@ -318,13 +347,15 @@ def layout(spec: dict, table: pd.DataFrame) -> dict:
         sub = table[table.dataset == ds["key"]]
         n = sub.loc[sub.status == "ok", "n_pairs"]
         npairs = f", {int(n.max())} test pairs" if len(n) else ""
-        blocks.append(
-            {
-                "heading": f"{ds['display']}{npairs}",
-                "columns": ["Method", *columns(spec)],
-                "rows": [[str(r["row"]), *_cells(r)] for _, r in sub.iterrows()],
-            }
-        )
+        heads = ["Method", *columns(spec)]
+        rows = [[str(r["row"]), *_cells(r)] for _, r in sub.iterrows()]
+        if "tre" in sub and sub.tre.notna().any():  # the dataset has keypoints
+            at = heads.index("HD95 mm") + 1
+            heads.insert(at, "TRE mm")
+            for cells, (_, r) in zip(rows, sub.iterrows(), strict=True):
+                tre = "–" if math.isnan(r["tre"]) else f"{r['tre']:.2f} ± {r['tre_std']:.2f}"
+                cells.insert(at, tre)
+        blocks.append({"heading": f"{ds['display']}{npairs}", "columns": heads, "rows": rows})
     return {
         "title": spec["title"],
         "caption": spec.get("caption") or "",
@@ -407,6 +438,15 @@ def _footnote(spec, table) -> str:
             + f"; InfoNCE: {'cosine' if cl['normalize'] else 'inner product'}, negatives {cl['negatives']}, "
             f"{cl['reduction']} (variants override as their labels say)."
         )
+    overlap = spec.get("training_overlap") or {}
+    for _, r in table.iterrows():
+        seen = overlap.get("datasets", {}).get(r["dataset"])
+        if seen and r["method"] in overlap.get("methods", []):
+            parts.append(
+                f"{r['row']} on {r['dataset_label']}: its released model was trained on data "
+                f"that include {seen} (uniGradICON's README lists them among its training "
+                "sets), so this row is not a held-out result; the paper does not say so."
+            )
     if spec.get("paper_source"):
         parts.append(spec["paper_source"].strip())
     if any(d.get("synthetic") for d in spec["datasets"]):

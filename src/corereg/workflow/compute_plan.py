@@ -118,6 +118,7 @@ def disk(plan: Plan) -> pd.DataFrame:
         shape = plan.cfg["datasets"][d]["shape"]
         vox = math.prod(shape)
         scans, pairs = plan.counts(d).scans, plan.counts(d).test_pairs
+        train_scans, tp = plan.counts(d).train_scans, plan.counts(d).train_pairs
         n_reg = sum(r.dataset == d for r in runs)
         n_train = len({r for r in runs if r.dataset == d and plan.trainable(r.method)})
         stages = int(plan.cfg[ENGINE_BLOCK]["stages"])
@@ -136,6 +137,11 @@ def disk(plan: Plan) -> pd.DataFrame:
                 "every field GB": round(n_reg * pairs * field, 2),
                 "every field int16 GB": round(n_reg * pairs * field / 2, 2),
                 "checkpoints GB": round(n_train * (stages + 2) * CHECKPOINT_MB / 1e3, 2),
+                # float32 copies of the scans trainings read (training_data.cache_dir)
+                "scan cache GB": round(train_scans * vox * 4 / 1e9, 2) if n_train else 0.0,
+                # a running training's pseudo-labels (two stage files at most, removed
+                # when it finishes)
+                "labels per training GB": round(2 * tp * vox / 8 * 12 / 1e9, 2) if n_train else 0.0,
             }
         )
     return pd.DataFrame(rows)
@@ -157,12 +163,19 @@ def _measured_on(plan: Plan) -> list[str]:
     return lines
 
 
+def _cache_place(plan: Plan) -> str:
+    where = plan.cfg["training_data"]["cache_dir"]
+    return where if where else f"{plan.data_root}/<dataset>/cache (training_data.cache_dir)"
+
+
 def render(plan: Plan) -> str:
     jobs, dsk = estimate(plan)
     keep_all = plan.keep_all_fields()
     int16 = plan.field_storage() == "int16"
-    images = dsk["images+labels GB"].sum()
+    images = dsk["images+labels GB"].sum() + dsk["scan cache GB"].sum()
     ckpt = dsk["checkpoints GB"].sum()
+    if len(dsk):  # one running training's pseudo-label files
+        ckpt += dsk["labels per training GB"].max()
     every = dsk["every field int16 GB" if int16 else "every field GB"].sum()
     kept = dsk["fields kept GB"].sum() * (0.5 if int16 else 1)
     transient = dsk["fields of one run GB"].max() * (0.5 if int16 else 1) if len(dsk) else 0
@@ -187,6 +200,7 @@ def render(plan: Plan) -> str:
         f"{images + ckpt + dsk['every field GB'].sum():.1f} GB as float32, "
         f"{images + ckpt + dsk['every field int16 GB'].sum():.1f} GB as int16.  With "
         "fields.keep = figures a run's fields exist only between its register and evaluate "
-        "steps (counted: the largest run).  Raw downloads come on top.",
+        "steps (counted: the largest run).  The scan cache of the trainings (counted) lies "
+        f"in {_cache_place(plan)}.  Raw downloads come on top.",
     ]
     return "\n".join(lines)

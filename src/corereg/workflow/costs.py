@@ -352,11 +352,12 @@ def predict(plan, rule: str, run, model: dict, device: str) -> Estimate:
     elif rule == "train":
         seconds = kind.train_seconds(plan, run, params, entry, voxels, factor)
         mem = peak(kind.train_peak_name(kind.planned_form(params)))
-        if mem is not None:
-            # every training scan is held as float32; the smoke run held train_scans of them
+        if mem is not None and plan.cfg["training_data"]["on_device"] is True:
+            # every training scan held as float32 (in host memory on the CPU); otherwise
+            # scans are read per batch and the memory does not grow with the dataset
             extra = counts.train_scans - int(entry.get("train_scans") or 0)
-            mem += max(extra, 0) * math.prod(ds["shape"]) * 4 / 2**20
-            mem += kind.train_memory_extra_mb(plan, run)
+            if plan.job_device("train", run) == "cpu":
+                mem += max(extra, 0) * math.prod(ds["shape"]) * 4 / 2**20
         if seconds is not None:
             seconds += overhead
     elif rule == "register":

@@ -252,14 +252,6 @@ class Plan(OutputSpecs):
     def quote(obj) -> str:
         return shlex.quote(json.dumps(obj, sort_keys=True, separators=(",", ":")))
 
-    def training_data_options(self) -> str:
-        """``corereg train`` options of config training_data, in the rule's command, not its
-        params: where the scans live changes no number, so changing it reruns nothing."""
-        td = self.cfg["training_data"]
-        on = {True: "true", False: "false"}.get(td["on_device"], "auto")
-        cache = shlex.quote(td["cache_dir"])
-        return f"--data-on-device {on} --device-share {td['device_share']} --cache-dir {cache}"
-
     def dataset_spec(self, dataset: str) -> dict:
         """A dataset's settings as the steps after the download see them (the network
         settings of the download steps are left out: changing them reruns nothing else)."""

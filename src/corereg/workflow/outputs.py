@@ -56,6 +56,7 @@ class OutputSpecs:
             "datasets": self._datasets(artifact),
             "sdlogj": self.cfg["sdlogj"],
             "dice_aggregate": self.cfg["dice_aggregate"],
+            "hd95_lost": self.cfg["hd95_lost"],
             "seeds": list(self.cfg["seeds"]),
         }
         for name in METHOD_KINDS:  # settings a method kind's note states (CoRe's alpha, ...)
@@ -100,6 +101,18 @@ class OutputSpecs:
         from corereg.adapters.base import Run
 
         return Run(dataset, row["method"], row["variant"], seed)
+
+    # ------------------------------------------------------------------ Learn2Reg
+    def l2r_submissions(self) -> list[str]:
+        """The submission folders of ``snakemake l2r_submission``: config l2r_submission's
+        method and variant, first seed, on every Learn2Reg dataset an artifact uses."""
+        sub = self.cfg["l2r_submission"]
+        datasets = dict.fromkeys(r.dataset for r in self.all_runs())
+        return [
+            self.run_dir("l2r_submission", self._run(d, sub, self.seeds_for(sub["method"])[0]))
+            for d in datasets
+            if self.source_kind(d).l2r_layout
+        ]
 
     # ------------------------------------------------------------------ claims
     def claims_outputs(self) -> list[str]:
