@@ -76,10 +76,10 @@ def test_a_local_folder_is_used_where_it_lies(task, tmp_path):
 
 
 def test_explicit_lists_and_the_abdomenctct_kind_write_the_same_manifest(tmp_path):
-    from test_abdomenctct import SOURCE, mini_release
-
     import io
     import zipfile
+
+    from test_abdomenctct import SOURCE, mini_release
 
     zipfile.ZipFile(io.BytesIO(mini_release(tmp_path))).extractall(tmp_path / "raw")
     spec = {"shape": [32, 32, 40], "spacing": [12.0] * 3, "eval_labels": list(range(1, 14))}

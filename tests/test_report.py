@@ -4,9 +4,9 @@ import re
 import shutil
 import subprocess
 
-import debian
 import pytest
 
+import debian
 from conftest import ROOT
 from corereg.workflow.compute_plan import jobs_per_rule
 from corereg.workflow.jobs import Plan
