@@ -228,3 +228,18 @@ def test_uniGradICON_abdomen_row_says_its_training_data_overlap():
     demo = Plan(config.load(ROOT / "config.yaml", [ROOT / "workflow/presets/demo.yaml"]))
     phantom = table.assign(dataset="synth_abdomen", dataset_label="AbdomenCT-like")
     assert "released model" not in _footnote(demo.artifact_spec("table1"), phantom)
+
+
+@pytest.mark.parametrize("example", ["learn2reg_oasis.yaml", "folder.yaml"])
+def test_the_example_configurations_plan(example):
+    """The examples users copy are valid configurations whose Table 1 plans."""
+    from corereg import config
+    from corereg.workflow.jobs import Plan
+
+    path = ROOT / "workflow/presets/examples" / example
+    plan = Plan(config.load(ROOT / "config.yaml", [path]))
+    (key,) = yaml.safe_load(path.read_text())["datasets"]
+    assert plan.cfg["artifacts"]["table1"]["datasets"] == [key]
+    assert {r.dataset for r in plan.runs("table1")} == {key}
+    proc = run_snakemake("-n", "table1", "--configfile", str(path))
+    assert "table" in proc.stdout

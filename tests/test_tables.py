@@ -284,9 +284,10 @@ def test_example_check_compares_within_the_stated_tolerances(tmp_path):
     ref = _example_md()
     assert compare_table(ref, ref) == []
     assert compare_table(ref, _example_md(dice="42.6 ± 3.4", t_inf="9.99")) == []  # other CPU
-    far = compare_table(ref, _example_md(dice="40.0 ± 3.0"))
-    assert len(far) == 1 and "Dice %" in far[0] and "43.4" in far[0] and "tolerance 2" in far[0]
-    assert compare_table(ref, _example_md(dice="40.0 ± 3.0"), Tolerance(dice=5.0)) == []
+    far = compare_table(ref, _example_md(dice="37.0 ± 3.0"))
+    assert len(far) == 1 and "Dice %" in far[0] and "43.4" in far[0] and "tolerance 5" in far[0]
+    assert compare_table(ref, _example_md(dice="37.0 ± 3.0"), Tolerance(dice=7.0)) == []
+    assert compare_table(ref, _example_md(dice="40.0 ± 3.0")) == []  # within the default 5
     assert "paper (Dice %)" in compare_table(ref, _example_md(paper="52.1 ± 7.5"))[0]
     assert compare_table(ref, _example_md(dice="not run*"))  # a row that stopped running
     assert compare_table(ref, _example_md(note="Other note."))

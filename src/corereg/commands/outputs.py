@@ -155,15 +155,26 @@ def _example_options(s) -> None:
     )
     s.add_argument("--demo", default="results/demo", help="the demo's results folder")
     s.add_argument("--example", default="results/example", help="the committed example folder")
+    from corereg.report.example import Tolerance
+
+    tol = Tolerance()
     s.add_argument(
         "--dice-tolerance",
         type=float,
-        default=2.0,
-        help="allowed Dice difference in points (trained rows differ between CPUs)",
+        default=tol.dice,
+        help=f"allowed Dice difference in points (trained rows differ between CPUs; {tol.dice:g})",
     )
-    s.add_argument("--sdlogj-tolerance", type=float, default=0.02, help="allowed SDlogJ difference")
     s.add_argument(
-        "--hd95-tolerance", type=float, default=5.0, help="allowed HD95 difference in mm"
+        "--sdlogj-tolerance",
+        type=float,
+        default=tol.sdlogj,
+        help=f"allowed SDlogJ difference ({tol.sdlogj:g})",
+    )
+    s.add_argument(
+        "--hd95-tolerance",
+        type=float,
+        default=tol.hd95,
+        help=f"allowed HD95 difference in mm ({tol.hd95:g})",
     )
 
 

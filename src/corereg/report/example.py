@@ -25,9 +25,11 @@ FIGURES = ("fig3", "fig4a", "fig4b")
 
 @dataclass(frozen=True)
 class Tolerance:
-    dice: float = 2.0  # Dice points (mean, std and Δ)
-    sdlogj: float = 0.02
-    hd95: float = 5.0  # mm; the demo's voxels are 8 mm
+    # wide enough for another CPU: the demo's short CPU trainings of VoxelMorph and LapIRN
+    # move most between CPUs of different vector units
+    dice: float = 5.0  # Dice points (mean, std and Δ)
+    sdlogj: float = 0.03
+    hd95: float = 10.0  # mm; the demo's voxels are 8 mm
 
 
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
