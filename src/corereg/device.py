@@ -11,12 +11,61 @@ from corereg.errors import CoreregError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto``: CUDA when present, else the CPU; ``cuda``: a GPU; ``cuda:N``: that one.
+    Where a job sees several GPUs (a workstation; a scheduler that assigns one GPU per job
+    makes the job see only that one), ``auto`` and ``cuda`` claim a GPU no other corereg
+    job on the machine holds (:func:`claim_gpu`)."""
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if name in ("auto", "cuda"):
+        if not torch.cuda.is_available():
+            raise CoreregError("device 'cuda' requested but CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        return torch.device("cuda", claim_gpu(count) if count > 1 else 0)
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CoreregError(f"device '{name}' requested but CUDA is not available on this machine")
     return dev
+
+
+GPU_LOCKS_ENV = "COREREG_GPU_LOCKS"  # folder of the per-GPU lock files
+_held: list = []  # the lock file this process holds (released when the process ends)
+
+
+def claim_gpu(count: int, folder=None) -> int:
+    """The index of a GPU that no other corereg process on this machine holds: the first
+    free one, held by an exclusive lock on ``<folder>/gpu<i>.lock`` until this process
+    ends.  With every GPU held (more concurrent GPU jobs than GPUs: cap them with
+    ``snakemake --resources gpu=N``) the job shares one, and says so."""
+    import fcntl
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if _held:
+        return _held[0][1]
+    base = folder or os.environ.get(GPU_LOCKS_ENV)
+    base = Path(base or Path(tempfile.gettempdir()) / f"corereg-gpus-{os.getuid()}")
+    base.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        fh = open(base / f"gpu{i}.lock", "a+")  # held for the process's life
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        fh.truncate(0)
+        fh.write(str(os.getpid()))
+        fh.flush()
+        _held.append((fh, i))
+        return i
+    shared = os.getpid() % count
+    print(
+        f"[device] all {count} GPUs are held by other corereg jobs; sharing cuda:{shared} "
+        "(cap concurrent GPU jobs with snakemake --resources gpu=N)",
+        flush=True,
+    )
+    return shared
 
 
 def describe(device: torch.device) -> str:
