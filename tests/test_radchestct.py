@@ -271,3 +271,27 @@ def test_label_check_says_what_is_missing(tmp_path, monkeypatch):
     assert err.startswith("error: TotalSegmentator is not ready:")
     assert "totalseg_download_weights -t total" in err and "TOTALSEG_HOME_DIR" in err
     assert "export TOTALSEG_LICENSE=" in err and "Dataset301" in err
+
+
+def test_label_check_names_the_version_its_job_runs_and_the_right_downloader(monkeypatch, tmp_path):
+    """The main environment carries TotalSegmentator 2.18.0 for its class maps; the default
+    label job runs 1.5.7 in its own environment: the check says so, and names the 1.5.7
+    downloader for the v1 weights (not the 2.x command on this PATH)."""
+    from corereg.data import totalseg
+
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path))
+    monkeypatch.setattr(totalseg, "installed_version", lambda: "2.18.0")
+    problems = totalseg.check({"version": "1.5.7"})
+    assert any(
+        "this environment has TotalSegmentator 2.18.0, the label job runs 1.5.7" in p
+        and "envs/totalseg_v1.yaml" in p
+        for p in problems
+    )
+    weights = next(p for p in problems if "weights" in p and "not found" in p)
+    assert "Task251" in weights and "inside the TotalSegmentator 1.5.7 environment" in weights
+    monkeypatch.setattr(totalseg, "installed_version", lambda: None)
+    assert any("not importable here" in p for p in totalseg.check({"version": "2.18.0"}))
+    monkeypatch.setattr(totalseg, "installed_version", lambda: "2.18.0")
+    v2 = totalseg.check({"version": "2.18.0"})
+    assert not any("this environment has" in p for p in v2)
+    assert any("heartchambers_highres" in p and "Dataset291" in p for p in v2)

@@ -92,6 +92,16 @@ def remap(
     return into
 
 
+def installed_version() -> str | None:
+    """The TotalSegmentator version of this Python environment, or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("TotalSegmentator")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def check(cfg) -> list[str]:
     """What is missing before a long labelling job (empty: ready); ``cfg``: the source's
     ``totalsegmentator`` settings."""
@@ -104,12 +114,18 @@ def check(cfg) -> list[str]:
             )
         return problems
     version = cfg.version
-    try:
-        import totalsegmentator.python_api  # noqa: F401
-    except ImportError:
-        env = "envs/totalseg_v1.yaml" if version.startswith("1.") else "envs/totalseg_v2.yaml"
+    env = "envs/totalseg_v1.yaml" if version.startswith("1.") else "envs/totalseg_v2.yaml"
+    installed = installed_version()
+    if installed is None:
         problems.append(
-            f"TotalSegmentator {version} is not importable here: run with --use-conda ({env})"
+            f"TotalSegmentator {version} is not importable here: the label job runs in {env} "
+            "(snakemake --use-conda), or install it into this environment"
+        )
+    elif installed != version:
+        problems.append(
+            f"this environment has TotalSegmentator {installed}, the label job runs {version} "
+            f"(in {env} with --use-conda): check there, e.g. `conda run -p <that env> corereg "
+            "label --dataset radchest --check`; its weights and downloader differ from this one's"
         )
     home = Path(
         os.environ.get("TOTALSEG_WEIGHTS_PATH")
@@ -133,10 +149,18 @@ def check(cfg) -> list[str]:
     )
     missing = [w for w in wanted if w not in found]
     if missing:
+        fetch = (
+            "`totalseg_download_weights -t total` inside the TotalSegmentator 1.5.7 "
+            "environment (it fetches Task251-255; the 2.x command of the same name fetches "
+            "the v2 weights instead)"
+            if version.startswith("1.")
+            else "`totalseg_download_weights -t total` and `-t heartchambers_highres` inside "
+            "the TotalSegmentator 2.x environment (after totalseg_set_license)"
+        )
         problems.append(
-            f"TotalSegmentator weights {missing} not found under {home}: on a machine with internet run "
-            f"`totalseg_download_weights -t total`{' and -t heartchambers_highres' if not version.startswith('1.') else ''}, "
-            "then copy the folder to the nodes and set TOTALSEG_HOME_DIR (or TOTALSEG_WEIGHTS_PATH)"
+            f"TotalSegmentator {version} weights {missing} not found under {home}: on a machine "
+            f"with internet run {fetch}, then copy the folder to the nodes and set "
+            "TOTALSEG_HOME_DIR (or TOTALSEG_WEIGHTS_PATH)"
         )
     if not version.startswith("1."):
         env = cfg.licence_env
