@@ -6,8 +6,9 @@ phantom pairs), then datasets of ``--scans`` training scans each, whose cases ar
 hard links to the rendered ones (every case is a file of its own, read and held
 separately like a real scan).  Each (method, scan count) trains through
 ``python -m corereg train`` in a process of its own, with config.yaml's paper
-settings except the iteration counts (``--stages`` × ``--iters`` iterations, Adam
-``--adam-iters`` steps for the pseudo-labels); the process's peak RSS, wall time
+settings except the iteration counts (``--stages`` × ``--iters`` iterations)
+and the cheapest pseudo-labels: one warp, no inverse consistency, no Adam, ``--engine``);
+the process's peak RSS, wall time
 and the ``data_wait`` phase of its costs.json land in ``--csv``.
 
 ``--src`` runs another checkout's package (e.g. a version before the scan cache, for
@@ -88,9 +89,9 @@ def train_spec(method: str, a) -> dict:
         {
             "stages": a.stages,
             "iters_per_stage": a.iters,
-            "adam_iters": a.adam_iters,
             "val_pairs": 1,
             "val_every": 10**6,
+            **{k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in a.engine)},
         },
     )
     return spec
@@ -138,7 +139,14 @@ def main(argv=None) -> None:
     p.add_argument("--methods", nargs="+", default=["bigalke", "core"])
     p.add_argument("--stages", type=int, default=2)
     p.add_argument("--iters", type=int, default=1, help="iterations per stage")
-    p.add_argument("--adam-iters", type=int, default=2)
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=["adam_iters=1", "ice=false", "num_warps=1", "use_adam_for_labels=false"],
+        metavar="KEY=VALUE",
+        help="engine settings over config.yaml's (default: the cheapest pseudo-labels, whose "
+        "count and size, not cost, is what the memory depends on)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--on-device", default="auto", help="--data-on-device of corereg train")
     p.add_argument("--src", type=Path, default=ROOT / "src", help="the package to run")

@@ -289,6 +289,11 @@ class SourceKind:
     def counts(self, source) -> Counts:
         raise NotImplementedError
 
+    def prerequisites(self, source) -> list[str]:
+        """What this machine lacks for the dataset's steps (a token, a folder, a tool's
+        weights): one line each, empty when nothing is missing."""
+        return []
+
     def stage_env(self, stage: str, source) -> str:
         """The conda environment file (relative to the repository) of a data step."""
         return "envs/corereg.yaml"

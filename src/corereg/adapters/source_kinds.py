@@ -83,6 +83,11 @@ class Learn2Reg(SourceKind):
             return Counts(len(train | test), comb(len(train), 2), comb(len(test), 2), len(train))
         return self._counts_from_json(source)
 
+    def prerequisites(self, source) -> list[str]:
+        if source.path and not Path(source.path).expanduser().is_dir():
+            return [f"source.path {source.path}: no such folder (the Learn2Reg task)"]
+        return []
+
     @staticmethod
     def _counts_from_json(source) -> Counts:
         """From the task's dataset json where it is on disk (a local folder), else from
@@ -147,6 +152,11 @@ class Folder(SourceKind):
     name = "folder"
     required = ("path", "images", "labels")
 
+    def prerequisites(self, source) -> list[str]:
+        if not Path(source.path).expanduser().is_dir():
+            return [f"source.path {source.path}: no such folder (your scans)"]
+        return []
+
     def counts(self, source) -> Counts:
         from corereg.data import folder
 
@@ -178,6 +188,20 @@ class RadChestCT(SourceKind):
     def counts(self, source) -> Counts:
         train, test = int(source.n_train_pairs or 0), int(source.n_test_pairs or 0)
         return Counts(2 * (source.n_pairs or train + test), train, test, 2 * train)
+
+    def prerequisites(self, source) -> list[str]:
+        import os
+
+        from corereg.data import totalseg
+
+        out = []
+        if source.token_env and not os.environ.get(source.token_env):
+            out.append(
+                f"RAD-ChestCT download: the access token variable {source.token_env} is not set "
+                "(Zenodo record with approved access; docs/data.md)"
+            )
+        out += [f"RAD-ChestCT labels: {p}" for p in totalseg.check(source.totalsegmentator)]
+        return out
 
     def stage_env(self, stage, source) -> str:
         if stage != "label":

@@ -13,7 +13,7 @@ def plan(a) -> None:
     from corereg.workflow.compute_plan import render
     from corereg.workflow.jobs import Plan
 
-    print(render(Plan(config.load(a.config, a.configfile))))
+    print(render(Plan(config.load(a.config, a.configfile)), a.targets or None))
 
 
 def costs(a) -> None:
@@ -33,6 +33,12 @@ def costs(a) -> None:
 
 
 def _plan_options(s) -> None:
+    s.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="what to plan, as for snakemake: all (default), claims, or artifacts (table2, fig3, ...)",
+    )
     s.add_argument("--config", help="configuration file (default: ./config.yaml)")
     s.add_argument(
         "--configfile", nargs="*", default=[], help="presets merged over it, as for snakemake"

@@ -24,10 +24,41 @@ ASSET_RULES = {"weights": "weights", "tool": "build"}
 CHECKPOINT_MB = 4.0  # FeatureNet: about 0.9 M float32 parameters plus optimiser state
 
 
-def jobs_of_rules(plan: Plan) -> dict[str, list[Run | None]]:
-    """Every job of the configuration, by rule (a Run where the job has one)."""
-    runs = plan.all_runs()
-    datasets = sorted({d for art in plan.cfg["artifacts"].values() for d in art["datasets"]})
+NAMED_TARGETS = ("table1", "table2", "table3", "fig3", "fig4a", "fig4b")  # target rules
+
+
+def _targets(plan: Plan, targets):
+    """(artifacts, claims?, the HTML report?, target rules) that ``targets`` ask for."""
+    from corereg.errors import CoreregError
+    from corereg.workflow.outputs import CLAIM_ARTIFACTS
+
+    arts, claims, html, rules = [], False, False, 0
+    for t in targets or ["all"]:
+        if t == "all":
+            arts += list(plan.cfg["artifacts"])
+            claims = html = True
+            rules += 1
+        elif t == "claims":
+            claims = True
+        elif t in plan.cfg["artifacts"]:
+            arts.append(t)
+            rules += t in NAMED_TARGETS
+        else:
+            known = ", ".join(["all", "claims", *plan.cfg["artifacts"]])
+            raise CoreregError(f"unknown target '{t}' (known: {known})")
+    arts_for_runs = [*arts, *CLAIM_ARTIFACTS] if claims else arts
+    return list(dict.fromkeys(arts)), claims, html, rules, list(dict.fromkeys(arts_for_runs))
+
+
+def jobs_of_rules(plan: Plan, targets=None) -> dict[str, list[Run | None]]:
+    """The jobs ``snakemake -n TARGET ...`` plans (every target: ``all``), by rule (a Run
+    where the job has one).  Targets: ``all``, ``claims`` or artifact names."""
+    arts, claims, html, n_targets, arts_for_runs = _targets(plan, targets)
+    runs = list(dict.fromkeys(r for a in arts_for_runs for r in plan.runs(a)))
+    datasets = sorted(
+        {d for a in arts_for_runs for d in plan.cfg["artifacts"][a]["datasets"]}
+        | {r.dataset for r in runs}
+    )
     jobs: dict[str, list] = {"prepare": [Run(d, None, None, 0) for d in datasets]}
     for stage in dict.fromkeys(s for d in datasets for s in plan.stages(d)):  # data steps
         jobs[stage] = [None] * sum(stage in plan.stages(d) for d in datasets)
@@ -38,28 +69,27 @@ def jobs_of_rules(plan: Plan) -> dict[str, list[Run | None]]:
     jobs["train"] = sorted({r for r in runs if plan.trainable(r.method)}, key=str)
     jobs["register"] = list(runs)
     jobs["evaluate"] = list(runs)
-    kept = {f for a in plan.cfg["artifacts"] for f in plan.artifact_inputs(a).get("fields", [])}
+    kept = {f for a in arts for f in plan.artifact_inputs(a).get("fields", [])}
     if kept:  # the fields a qualitative figure shows, copied out of each run's folder
         jobs["keep_field"] = [None] * len(kept)
-    figures = plan.artifacts_of("figure")
     # tables, figures, the claims and the reproduction report
-    n_report = len(plan.artifacts_of("table")) + len(figures) + 2
-    jobs["report"] = [None] * n_report
-    jobs["all"] = [None]  # Snakemake's target rule
-    return jobs
+    jobs["report"] = [None] * (len(arts) + claims + html)
+    if n_targets:
+        jobs["all"] = [None] * n_targets  # Snakemake's target rules
+    return {rule: j for rule, j in jobs.items() if j}
 
 
-def jobs_per_rule(plan: Plan) -> dict[str, int]:
-    return {rule: len(jobs) for rule, jobs in jobs_of_rules(plan).items()}
+def jobs_per_rule(plan: Plan, targets=None) -> dict[str, int]:
+    return {rule: len(jobs) for rule, jobs in jobs_of_rules(plan, targets).items()}
 
 
 def _fmt_h(seconds: float | None) -> str | float:
     return "–" if seconds is None else round(seconds / 3600, 2)
 
 
-def estimate(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame]:
+def estimate(plan: Plan, targets=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
-    for rule, jobs in jobs_of_rules(plan).items():
+    for rule, jobs in jobs_of_rules(plan, targets).items():
         if rule not in RESOURCES_OF:  # the target rule: no job of its own to run
             continue
         r = plan.resources(RESOURCES_OF[rule])
@@ -163,13 +193,27 @@ def _measured_on(plan: Plan) -> list[str]:
     return lines
 
 
+def prerequisites(plan: Plan, targets=None) -> list[str]:
+    """What this machine lacks for the datasets the planned jobs read (one line each)."""
+    from corereg.data.settings import SourceSettings
+
+    arts_for_runs = _targets(plan, targets)[-1]
+    datasets = sorted({d for a in arts_for_runs for d in plan.cfg["artifacts"][a]["datasets"]})
+    out = []
+    for d in datasets:
+        src = plan.cfg["datasets"][d]["source"]
+        for line in plan.source_kind(d).prerequisites(SourceSettings.of(src, d)):
+            out.append(f"{d}: {line}")
+    return out
+
+
 def _cache_place(plan: Plan) -> str:
     where = plan.cfg["training_data"]["cache_dir"]
     return where if where else f"{plan.data_root}/<dataset>/cache (training_data.cache_dir)"
 
 
-def render(plan: Plan) -> str:
-    jobs, dsk = estimate(plan)
+def render(plan: Plan, targets=None) -> str:
+    jobs, dsk = estimate(plan, targets)
     keep_all = plan.keep_all_fields()
     int16 = plan.field_storage() == "int16"
     images = dsk["images+labels GB"].sum() + dsk["scan cache GB"].sum()
@@ -183,8 +227,9 @@ def render(plan: Plan) -> str:
     gpu_h = pd.to_numeric(jobs["GPU-h"], errors="coerce").sum()
     pred_h = pd.to_numeric(jobs["predicted h"], errors="coerce").sum()
     lines = [
-        f"corereg plan: {sum(jobs_per_rule(plan).values())} jobs as `snakemake -n` counts them "
-        f"(the target rule all included), results in {plan.results}",
+        f"corereg plan: {sum(jobs_per_rule(plan, targets).values())} jobs as `snakemake -n "
+        f"{' '.join(targets or ['all'])}` counts them (target rules included), results in "
+        f"{plan.results}",
         "",
         jobs.to_string(index=False),
         "",
@@ -203,4 +248,10 @@ def render(plan: Plan) -> str:
         "steps (counted: the largest run).  The scan cache of the trainings (counted) lies "
         f"in {_cache_place(plan)}.  Raw downloads come on top.",
     ]
+    missing = prerequisites(plan, targets)
+    lines += [
+        "",
+        "Missing on this machine for these jobs:" if missing else "Prerequisites: none missing.",
+    ]
+    lines += [f"  - {m}" for m in missing]
     return "\n".join(lines)
