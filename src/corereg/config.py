@@ -226,13 +226,13 @@ def cpu_isa_env(name: str) -> dict[str, str]:
     return dict(CPU_ISA_ENV[name])
 
 
-def training_data_options(cfg: dict) -> str:
-    """The ``corereg train`` options of a configuration's ``training_data`` block (its
-    defaults filled), shell-quoted.  The train rule puts them into its command, not its
-    params: where the scans live changes no number, so changing it reruns nothing."""
-    import shlex
+TRAINING_DATA_ENV = "COREREG_TRAINING_DATA"
 
-    td = cfg["training_data"]
-    on = {True: "true", False: "false"}.get(td["on_device"], "auto")
-    cache = shlex.quote(td["cache_dir"])
-    return f"--data-on-device {on} --device-share {td['device_share']} --cache-dir {cache}"
+
+def training_data_env(cfg: dict) -> dict[str, str]:
+    """The environment that hands a configuration's ``training_data`` block (defaults
+    filled) to the workflow's train jobs.  Not a rule parameter: where the scans live
+    changes no number, so changing it must rerun nothing."""
+    import json
+
+    return {TRAINING_DATA_ENV: json.dumps(cfg["training_data"], sort_keys=True)}

@@ -35,8 +35,9 @@ except CoreregError as exc:
 os.environ.update(corereg_config.cpu_isa_env(config.get("cpu_isa", "native")))
 RESULTS = plan.results
 DATA = plan.data_root
-# where a training's scans live (config training_data): options of the train command
-TRAINING_DATA = corereg_config.training_data_options(plan.cfg)
+# Where a training's scans live (config training_data) reaches the train jobs through
+# their environment, not their params: it changes no number, so it reruns nothing.
+os.environ.update(corereg_config.training_data_env(plan.cfg))
 
 
 wildcard_constraints:

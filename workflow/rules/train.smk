@@ -28,5 +28,5 @@ rule train:
     shell:
         "python -m corereg train --data {input.data} --method {wildcards.method} --variant {wildcards.variant}"
         " --seed {wildcards.seed} --spec {params.spec} --device {params.device} --threads {threads}"
-        " --out {params.outdir} --if-missing {params.if_missing} {TRAINING_DATA}"
+        " --out {params.outdir} --if-missing {params.if_missing}"
         " > {log} 2>&1"

@@ -25,7 +25,6 @@ def train(a) -> None:
     from corereg.data.manifest import load_manifest
     from corereg.device import resolve_device, set_threads
     from corereg.io import check_outputs
-    from corereg.training.batches import DataPlacement
     from corereg.training.checkpoint import OTHER_DATA_ENV
 
     check_outputs({"--out": a.out}, {"--data": dataset_folder(a.data)})
@@ -37,7 +36,7 @@ def train(a) -> None:
     kind = METHOD_KINDS[spec["kind"]]
     kind.check_trainable()
     set_threads(a.threads)
-    placement = DataPlacement(a.data_on_device, a.device_share, a.cache_dir)
+    placement = _placement(a)
     try:
         final = kind.train(load_manifest(a.data), spec, resolve_device(a.device), a.out, placement)
     except ToolMissing as exc:
@@ -218,24 +217,43 @@ def _train_options(s) -> None:
     s.add_argument(
         "--data-on-device",
         type=_on_device,
-        default="auto",
+        default=None,
         metavar="{auto,true,false}",
         help="true: keep every training scan on the device; false: read each batch's scans "
         "from the scan cache (the next batch in the background); auto (default): true on a "
-        "GPU where they fit in --device-share of its free memory",
+        "GPU where they fit in --device-share of its free memory.  Unset, these three options "
+        "take the workflow's training_data settings (COREREG_TRAINING_DATA)",
     )
     s.add_argument(
         "--device-share",
         type=float,
-        default=0.5,
-        help="with --data-on-device auto, the share of free GPU memory the scans may take",
+        default=None,
+        help="with --data-on-device auto, the share of free GPU memory the scans may take (0.5)",
     )
     s.add_argument(
         "--cache-dir",
-        default="",
+        default=None,
         help="folder of the uncompressed scan cache; environment variables such as $TMPDIR "
         "are expanded (default: a folder 'cache' beside the prepared dataset)",
     )
+
+
+def _placement(a):
+    """The options given, else the workflow's training_data settings (environment), else
+    the defaults."""
+    import json
+
+    from corereg.config import TRAINING_DATA_ENV
+    from corereg.training.batches import DataPlacement
+
+    try:
+        workflow = json.loads(os.environ.get(TRAINING_DATA_ENV) or "{}")
+    except json.JSONDecodeError:
+        raise CoreregError(f"{TRAINING_DATA_ENV} is not valid JSON") from None
+    on = a.data_on_device if a.data_on_device is not None else workflow.get("on_device", "auto")
+    share = a.device_share if a.device_share is not None else workflow.get("device_share", 0.5)
+    cache = a.cache_dir if a.cache_dir is not None else workflow.get("cache_dir", "")
+    return DataPlacement(on, float(share), cache)
 
 
 def _on_device(text: str):
