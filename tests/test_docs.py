@@ -179,3 +179,45 @@ def test_plan_runs_outside_the_checkout_and_the_wheel_carries_the_schema(tmp_pat
     with zipfile.ZipFile(wheel) as zf:
         schema = zf.read("corereg/config.schema.yaml").decode()
     assert schema == (ROOT / "workflow/schemas/config.schema.yaml").read_text()
+
+
+def test_the_readmes_numbers_are_those_the_pipeline_writes():
+    """The README's example table, demo job count and compute table come from
+    results/example and `corereg plan`; `corereg example readme` rewrites them."""
+    from corereg.workflow import readme
+
+    text = (ROOT / "README.md").read_text()
+    assert readme.render(text, readme.blocks(ROOT)) == text, (
+        "README.md's generated numbers are stale: run `corereg example readme`"
+    )
+    assert "| train | 78 |" in text and "The demo is " in text
+
+
+def test_doctor_says_what_is_missing_in_one_line_each(tmp_path):
+    import yaml
+
+    from conftest import run_cli
+
+    ok = run_cli("doctor", "--configfile", "workflow/presets/demo.yaml")
+    assert ok.returncode == 0 and "[doctor] nothing missing" in ok.stdout, ok.stdout + ok.stderr
+    mine = tmp_path / "mine.yaml"
+    entry = {
+        "display": "Mine",
+        "shape": [32, 32, 32],
+        "spacing": [2.0, 2.0, 2.0],
+        "eval_labels": [1],
+        "source": {
+            "kind": "folder",
+            "path": str(tmp_path / "absent"),
+            "images": "{id}.nii.gz",
+            "labels": "l/{id}.nii.gz",
+        },
+    }
+    mine.write_text(
+        yaml.safe_dump(
+            {"datasets": {"mine": entry}, "artifacts": {"table1": {"datasets": ["mine"]}}}
+        )
+    )
+    bad = run_cli("doctor", "table1", "--configfile", "workflow/presets/demo.yaml", str(mine))
+    assert bad.returncode == 1
+    assert f"[doctor] mine: source.path {tmp_path / 'absent'}: no such folder" in bad.stdout

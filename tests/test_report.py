@@ -171,17 +171,30 @@ def test_snakemakes_own_report_holds_every_table_and_figure_with_its_caption(tin
     assert "Tables" in text and "Figures" in text  # the categories
 
 
-@pytest.mark.parametrize("presets", [[], ["workflow/presets/demo.yaml"]], ids=["paper", "demo"])
-def test_the_plan_counts_the_jobs_snakemake_plans(presets):
+@pytest.mark.parametrize(
+    "presets, targets",
+    [
+        ([], []),
+        (["workflow/presets/demo.yaml"], []),
+        ([], ["table2"]),
+        (["workflow/presets/demo.yaml"], ["claims", "fig3"]),
+    ],
+    ids=["paper", "demo", "paper-table2", "demo-claims-fig3"],
+)
+def test_the_plan_counts_the_jobs_snakemake_plans(presets, targets):
     from conftest import ROOT, run_snakemake
     from corereg import config
 
     plan = Plan(config.load(ROOT / "config.yaml", [ROOT / p for p in presets]))
-    jobs = jobs_per_rule(plan)
-    args = ["-n", "--forceall", *(["--configfile", *presets] if presets else [])]
+    jobs = jobs_per_rule(plan, targets or None)
+    args = ["-n", "--forceall", *targets, *(["--configfile", *presets] if presets else [])]
     out = run_snakemake(*args).stdout
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], re.M))
     assert sum(jobs.values()) == int(stats.pop("total"))
     report = sum(int(stats.pop(r, 0)) for r in ("table", "figure", "claims", "report_html"))
-    assert jobs.pop("report") == report
+    assert jobs.pop("report", 0) == report
+    named = sum(
+        int(stats.pop(t, 0)) for t in ("table1", "table2", "table3", "fig3", "fig4a", "fig4b")
+    )
+    assert jobs.pop("all", 0) == int(stats.pop("all", 0)) + named
     assert jobs == {rule: int(n) for rule, n in stats.items()}

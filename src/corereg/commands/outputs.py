@@ -92,9 +92,13 @@ def report(a) -> None:
 def example(a) -> None:
     from corereg.report import example
 
-    if a.action == "update":
-        for path in example.update(Path(a.demo), Path(a.example)):
-            print(f"[example] wrote {path}")
+    if a.action in ("update", "readme"):
+        from corereg.workflow import readme
+
+        if a.action == "update":
+            for path in example.update(Path(a.demo), Path(a.example)):
+                print(f"[example] wrote {path}")
+        print(f"[example] wrote {readme.update(Path.cwd())} (its generated numbers)")
         return
     tol = example.Tolerance(dice=a.dice_tolerance, sdlogj=a.sdlogj_tolerance, hd95=a.hd95_tolerance)
     problems = example.check(Path(a.demo), Path(a.example), tol)
@@ -150,8 +154,9 @@ def _claims_options(s) -> None:
 def _example_options(s) -> None:
     s.add_argument(
         "action",
-        choices=["update", "check"],
-        help="update: copy the demo's outputs; check: compare the committed tables",
+        choices=["update", "check", "readme"],
+        help="update: copy the demo's outputs (and rewrite the README's numbers); check: "
+        "compare the committed tables; readme: rewrite the README's generated numbers only",
     )
     s.add_argument("--demo", default="results/demo", help="the demo's results folder")
     s.add_argument("--example", default="results/example", help="the committed example folder")

@@ -16,6 +16,61 @@ def plan(a) -> None:
     print(render(Plan(config.load(a.config, a.configfile)), a.targets or None))
 
 
+def doctor(a) -> None:
+    """What this machine lacks for the demo, the tests and the full runs: one line each."""
+    import shutil
+    import sys
+    import sysconfig
+
+    from corereg import config
+    from corereg.errors import CoreregError
+    from corereg.workflow.compute_plan import estimate, prerequisites
+    from corereg.workflow.jobs import Plan
+
+    problems, notes = [], []
+    if sys.version_info[:2] != (3, 11):
+        problems.append(f"Python {sys.version.split()[0]}: the pinned environment needs 3.11")
+    for tool, why in (
+        ("c++", "a C++ compiler builds NiftyReg and DEEDs (make install)"),
+        ("cmake", "cmake builds NiftyReg (make install)"),
+    ):
+        if shutil.which(tool) is None:
+            problems.append(f"no {tool} on PATH: {why}")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        problems.append("no Python.h: install the Python 3.11 headers (e.g. python3.11-dev)")
+    if not any(shutil.which(t) for t in ("conda", "mamba", "micromamba")):
+        notes.append(
+            "no conda/mamba: `snakemake --use-conda` needs one; without it run the full "
+            "workflow from .venv (`make install`) and leave out --use-conda"
+        )
+    plan = Plan(config.load(a.config, a.configfile))
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            line = "no CUDA GPU visible: the trainings run on the CPU (minutes for the demo, "
+            line += "months for the paper run)"
+            (problems if str(plan.cfg["device"]).startswith("cuda") else notes).append(line)
+    except ImportError:
+        problems.append("torch is not importable: run `make install`")
+    _, dsk = estimate(plan, a.targets or None)
+    need = float(dsk["images+labels GB"].sum() + dsk["scan cache GB"].sum())
+    where = next(p for p in Path(plan.data_root).resolve().parents if p.exists())
+    free = shutil.disk_usage(where).free / 1e9
+    if need > free:
+        problems.append(
+            f"disk: about {need:,.0f} GB of data for these targets, {free:,.0f} GB free"
+        )
+    problems += prerequisites(plan, a.targets or None)
+    for p in notes:
+        print(f"[doctor] note: {p}")
+    for p in problems:
+        print(f"[doctor] {p}")
+    if problems:
+        raise CoreregError(f"{len(problems)} things missing (above)")
+    print("[doctor] nothing missing")
+
+
 def costs(a) -> None:
     import yaml
 
@@ -64,6 +119,10 @@ def _costs_options(s) -> None:
     )
 
 
+def _doctor_options(s) -> None:
+    _plan_options(s)
+
+
 def verbs() -> list[Verb]:
     return [
         Verb(
@@ -71,6 +130,12 @@ def verbs() -> list[Verb]:
             "jobs per rule, GPU-hours and disk of a configuration (before a run)",
             _plan_options,
             plan,
+        ),
+        Verb(
+            "doctor",
+            "what this machine lacks for the demo, the tests or a full run (one line each)",
+            _doctor_options,
+            doctor,
         ),
         Verb(
             "costs",
