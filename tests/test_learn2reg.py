@@ -243,3 +243,14 @@ def test_the_example_configurations_plan(example):
     assert {r.dataset for r in plan.runs("table1")} == {key}
     proc = run_snakemake("-n", "table1", "--configfile", str(path))
     assert "table" in proc.stdout
+
+
+def test_a_learn2reg_source_without_path_or_url_stops_the_dry_run():
+    from corereg import config
+    from corereg.errors import CoreregError
+    from corereg.workflow.jobs import Plan
+
+    cfg = config.load(ROOT / "config.yaml", [])
+    del cfg["datasets"]["abdomen"]["source"]["url"]
+    with pytest.raises(CoreregError, match="needs a path .* or a url"):
+        Plan(cfg)

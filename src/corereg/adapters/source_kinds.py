@@ -83,6 +83,15 @@ class Learn2Reg(SourceKind):
             return Counts(len(train | test), comb(len(train), 2), comb(len(test), 2), len(train))
         return self._counts_from_json(source)
 
+    def check(self, plan, key: str) -> None:
+        super().check(plan, key)
+        src = plan.cfg["datasets"][key]["source"]
+        if not (src.get("path") or src.get("url")):
+            raise CoreregError(
+                f"config: datasets.{key}.source: kind {self.name} needs a path (a local task "
+                "folder) or a url (its archive)"
+            )
+
     def prerequisites(self, source) -> list[str]:
         if source.path and not Path(source.path).expanduser().is_dir():
             return [f"source.path {source.path}: no such folder (the Learn2Reg task)"]
