@@ -252,5 +252,5 @@ def test_a_learn2reg_source_without_path_or_url_stops_the_dry_run():
 
     cfg = config.load(ROOT / "config.yaml", [])
     del cfg["datasets"]["abdomen"]["source"]["url"]
-    with pytest.raises(CoreregError, match="needs a path .* or a url"):
+    with pytest.raises(CoreregError, match=r"needs a path .* or a url"):
         Plan(cfg)
