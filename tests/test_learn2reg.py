@@ -254,3 +254,49 @@ def test_a_learn2reg_source_without_path_or_url_stops_the_dry_run():
     del cfg["datasets"]["abdomen"]["source"]["url"]
     with pytest.raises(CoreregError, match=r"needs a path .* or a url"):
         Plan(cfg)
+
+
+def test_the_report_shows_the_robustness_scores_the_markdown_leaves_out():
+    from corereg.report.tables import layout
+
+    spec = {
+        "title": "T",
+        "datasets": [{"key": "d", "display": "D"}],
+        "sdlogj": "sdlogj_code",
+        "dice_aggregate": "pooled",
+    }
+    row = {
+        "row": "A",
+        "method": "a",
+        "variant": "default",
+        "dataset": "d",
+        "dataset_label": "D",
+        "status": "ok",
+        "reason": "",
+        "n_pairs": 4,
+        "dice_mean": 50.0,
+        "dice_std": 1.0,
+        "dice_seed_sd": float("nan"),
+        "paper_dice": float("nan"),
+        "paper_dice_std": float("nan"),
+        "delta_dice": float("nan"),
+        "sdlogj_l2r": 0.1,
+        "sdlogj": 0.1,
+        "paper_sdlogj": float("nan"),
+        "hd95": 9.0,
+        "t_inf": 1.0,
+        "paper_t_inf": float("nan"),
+        "p_holm": float("nan"),
+        "is_reference": True,
+        "dice_30": 47.25,
+        "hd95_30": 8.5,
+        "sdlogj_30": 0.125,
+        "tre_30": float("nan"),
+        "device": "cpu",
+    }
+    table = pd.DataFrame([row])
+    plain, report = layout(spec, table), layout(spec, table, robust=True)
+    assert "Dice 30" not in plain["blocks"][0]["columns"]
+    block = report["blocks"][0]
+    assert block["columns"][-3:] == ["Dice 30", "HD95 30", "SDlogJ 30"]
+    assert block["rows"][0][-3:] == ["47.2", "8.5", "0.125"]

@@ -277,7 +277,7 @@ def build_report(
         if name not in spec["tables"]:
             raise InputError(path, f"the report specification has no table '{name}'")
         frames[name] = read_table(csv)
-        view = layout(spec["tables"][name], frames[name])
+        view = layout(spec["tables"][name], frames[name], robust=True)
         nav.append(f'<a href="#{name}">{name}</a>')
         sections.append(f'<section id="{name}">{layout_to_html(view)}</section>')
     for png in figures:

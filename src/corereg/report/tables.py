@@ -339,9 +339,24 @@ def columns(spec: dict) -> list[str]:
     ]
 
 
-def layout(spec: dict, table: pd.DataFrame) -> dict:
+ROBUST_COLUMNS = {
+    "dice_30": "Dice 30",
+    "hd95_30": "HD95 30",
+    "sdlogj_30": "SDlogJ 30",
+    "tre_30": "TRE 30",
+}
+ROBUST_FORMAT = {
+    "dice_30": "{:.1f}",
+    "hd95_30": "{:.1f}",
+    "sdlogj_30": "{:.3f}",
+    "tre_30": "{:.2f}",
+}
+
+
+def layout(spec: dict, table: pd.DataFrame, robust: bool = False) -> dict:
     """What a rendered table shows, for every format (Markdown, the HTML report): title,
-    caption, one block per dataset (heading, column heads, rows of cells) and the note."""
+    caption, one block per dataset (heading, column heads, rows of cells) and the note.
+    ``robust``: add Learn2Reg's "30" scores (the report shows them; the CSV has them)."""
     blocks = []
     for ds in spec["datasets"]:
         sub = table[table.dataset == ds["key"]]
@@ -355,6 +370,11 @@ def layout(spec: dict, table: pd.DataFrame) -> dict:
             for cells, (_, r) in zip(rows, sub.iterrows(), strict=True):
                 tre = "–" if math.isnan(r["tre"]) else f"{r['tre']:.2f} ± {r['tre_std']:.2f}"
                 cells.insert(at, tre)
+        if robust:
+            keys = [k for k in ROBUST_COLUMNS if k in sub and sub[k].notna().any()]
+            heads += [ROBUST_COLUMNS[k] for k in keys]
+            for cells, (_, r) in zip(rows, sub.iterrows(), strict=True):
+                cells += [_f(r[k], ROBUST_FORMAT[k]) for k in keys]
         blocks.append({"heading": f"{ds['display']}{npairs}", "columns": heads, "rows": rows})
     return {
         "title": spec["title"],
