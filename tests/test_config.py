@@ -213,7 +213,7 @@ def test_a_bad_key_at_any_level_stops_the_dry_run_with_one_line(tmp_path, overri
 def test_every_rule_declares_log_benchmark_resources_and_env():
     text = "".join(p.read_text() for p in sorted(Path(ROOT, "workflow/rules").glob("*.smk")))
     blocks = [b for b in text.split("\nrule ")[1:] if "shell:" in b]
-    assert len(blocks) == 14
+    assert len(blocks) == 15
     for b in blocks:
         name = b.split(":")[0]
         for key in (
