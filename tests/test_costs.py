@@ -187,7 +187,10 @@ def test_plan_prints_predictions_with_their_basis_and_both_disk_figures():
     # fields kept for Figure 3 only by default, every field on request
     m = __import__("re").search(r"Disk before gzip: ([\d.]+) GB with fields.keep = figures", text)
     assert m and float(m.group(1)) < 100
-    assert "keeping every field: 699.4 GB as float32" in text
+    # 699.4 GB of scans, checkpoints and every field, plus the trainings' scan cache
+    # (35.9 GB) and one running training's pseudo-label files (13.2 GB)
+    assert "keeping every field: 748.4 GB as float32" in text
+    assert "scan cache GB" in text and "The scan cache of the trainings (counted)" in text
 
 
 def test_int16_fields_stay_within_half_a_scale_step(tmp_path):
