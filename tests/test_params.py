@@ -111,7 +111,10 @@ def test_schema_descriptions_state_the_source_defaults():
             value = getattr(settings, f.name)
             if f.name == "kind" or value in (None, ()) or dataclasses.is_dataclass(value):
                 continue
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            if isinstance(value, bool):  # as YAML writes it
+                shown = str(value).lower()
+            else:
+                shown = f"{value:g}" if isinstance(value, float) else str(value)
             assert f"(unset: {shown})" in props[f.name]["description"], f.name
 
 

@@ -121,7 +121,7 @@ def test_declared_future_steps_fail_clearly(tmp_path):
     )
     assert (
         proc.returncode == 1
-        and proc.stderr.strip() == "error: datasets.abdomen.source: no 'url' to download from"
+        and proc.stderr.strip() == "error: datasets.abdomen.source: neither a 'path' nor a 'url'"
     )
     assert not (tmp_path / "a").exists()
 
