@@ -300,3 +300,41 @@ def test_the_report_shows_the_robustness_scores_the_markdown_leaves_out():
     block = report["blocks"][0]
     assert block["columns"][-3:] == ["Dice 30", "HD95 30", "SDlogJ 30"]
     assert block["rows"][0][-3:] == ["47.2", "8.5", "0.125"]
+
+
+def test_a_lost_structure_makes_hd95_infinite_only_when_asked():
+    """hd95_lost: diagonal (default) keeps the pair's finite worst case; inf makes the pair's
+    and the row's HD95 infinite, as Learn2Reg's evaluation does."""
+    from corereg.report.tables import build_table
+
+    rows = [
+        {
+            "dataset": "d",
+            "method": "m",
+            "variant": "default",
+            "seed": 0,
+            "fixed": f,
+            "moving": "9",
+            "dice": 0.5,
+            "n_structures": 3.0,
+            "hd95": h,
+            "sdlogj_l2r": 0.1,
+            "sdlogj_code": 0.1,
+            "seconds": 1.0,
+            "device": "cpu",
+            "n_lost": lost,
+        }
+        for f, h, lost in (("1", 10.0, 0), ("2", 12.0, 0), ("3", 80.0, 1))
+    ]
+    spec = {
+        "artifact": "t",
+        "rows": [{"label": "M", "method": "m", "variant": "default"}],
+        "datasets": [{"key": "d", "display": "D"}],
+        "sdlogj": "sdlogj_code",
+        "dice_aggregate": "pooled",
+    }
+    df = pd.DataFrame(rows)
+    finite = build_table(spec, df).iloc[0]
+    assert finite.hd95 == pytest.approx(34.0) and finite.hd95_30 == pytest.approx(11.2)
+    inf = build_table({**spec, "hd95_lost": "inf"}, df).iloc[0]
+    assert np.isinf(inf.hd95) and inf.hd95_30 == pytest.approx(11.2)
