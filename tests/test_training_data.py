@@ -177,9 +177,14 @@ def test_the_numbers_do_not_depend_on_where_the_scans_live(prepared, tmp_path, c
     with the next batch read ahead: the same losses, labels, weights and network, bit for bit."""
     over = {"contrastive": True, "cl_num_samples": 64, "cl_border": 1} if contrastive else {}
     runs = {}
-    for on in (True, False):
-        placement = DataPlacement(on, 0.5, str(tmp_path / "cache"))
-        runs[on] = _train(prepared, tmp_path / str(on), placement, **over)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see RESUME below
+    try:
+        for on in (True, False):
+            placement = DataPlacement(on, 0.5, str(tmp_path / "cache"))
+            runs[on] = _train(prepared, tmp_path / str(on), placement, **over)
+    finally:
+        torch.set_num_threads(threads)
     (ta, la, wa), (tb, lb, wb) = runs[True], runs[False]
     assert ta.d.scans.placement == "device" and tb.d.scans.placement == "cache"
     assert [r["loss"] for r in ta.rows] == [r["loss"] for r in tb.rows]
@@ -197,8 +202,11 @@ def test_the_numbers_do_not_depend_on_where_the_scans_live(prepared, tmp_path, c
     assert not (tmp_path / "False" / "checkpoint.pt").exists()
 
 
+# One thread: a multi-threaded CPU reduction may split its sums differently when the
+# machine is busy, and these tests compare whole trainings bit for bit.
 RESUME = """
 import sys, torch
+torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from conftest import engine_params
 from corereg.data.manifest import load_manifest
