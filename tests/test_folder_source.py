@@ -199,3 +199,8 @@ def test_a_configuration_naming_only_the_folder_runs_table1(folder, tmp_path):
     assert "tre" not in table or table.tre.isna().all()  # no keypoints here
     md = (out / "results/tables/table1.md").read_text()
     assert "My MR study" in md and "TRE mm" not in md
+
+
+def test_test_ids_without_a_scan_are_one_line(folder, tmp_path):
+    with pytest.raises(CoreregError, match=r"test_ids/val_ids \['p9_t0'\] have no scan"):
+        prepare(folder, tmp_path / "prepared", test_ids=["p1_t0", "p9_t0"])

@@ -88,8 +88,7 @@ def make_pairs(ids: list[str], source, root: Path) -> list[dict]:
                 raise InputError(path, f"line {k}: split '{r['split']}' is not train, val or test")
             pairs.append({"fixed": r["fixed"], "moving": r["moving"], "split": r["split"]})
         return pairs
-    unknown = sorted(set(source.test_ids) | set(source.val_ids) - set(ids))
-    unknown = [i for i in unknown if i not in ids]
+    unknown = sorted((set(source.test_ids) | set(source.val_ids)) - set(ids))
     if unknown:
         raise CoreregError(f"source: test_ids/val_ids {unknown} have no scan")
     test = [i for i in ids if i in source.test_ids]

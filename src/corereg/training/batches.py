@@ -75,7 +75,7 @@ class Scans:
         return t.pin_memory() if self.device.type == "cuda" else t
 
     def _read_image(self, case_id: str) -> torch.Tensor:
-        return self._pin(torch.from_numpy(self.cache.image(case_id))[None, None])
+        return torch.from_numpy(self.cache.image(case_id))[None, None]
 
     def _read_labels(self, case_id: str) -> torch.Tensor:
         lab = self.cache.labels(case_id).astype(np.int64)
