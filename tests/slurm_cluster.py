@@ -29,6 +29,7 @@ MARKER = "# written by corereg tests/slurm_cluster.py"
 ETC = Path("/etc/slurm")
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 PARTITION = "debug"
+CPU_PARTITION = "cpu"  # the same node again: a site's CPU partition, for the override test
 GPUS = 2
 
 
@@ -140,6 +141,7 @@ ReturnToService=2
 GresTypes=gpu
 NodeName={self.host} CPUs={self.cpus} RealMemory={self.mem_mb} Gres=gpu:testgpu:{GPUS} State=UNKNOWN
 PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+PartitionName={CPU_PARTITION} Nodes={self.host} Default=NO MaxTime=INFINITE State=UP
 """)
         self.gres.write_text(f"""{MARKER}
 AutoDetect=off
@@ -252,7 +254,10 @@ def main(argv: list[str]) -> int:
     cluster = SlurmCluster(argv[2])
     if argv[1] == "up":
         cluster.up()
-        print(f"SLURM cluster up: node {cluster.host}, partition {PARTITION}, {GPUS} fake GPUs")
+        print(
+            f"SLURM cluster up: node {cluster.host}, partitions {PARTITION} and {CPU_PARTITION},"
+            f" {GPUS} fake GPUs"
+        )
     elif argv[1] == "down":
         cluster.down()
         print("SLURM cluster down")

@@ -252,3 +252,23 @@ def test_cpu_isa_pins_one_instruction_set_for_every_torch_step():
         timeout=120,
     )
     assert out.stdout.strip() == "AVX2"
+
+
+@pytest.mark.parametrize("preset", [None, "demo", "tiny"])
+def test_every_disabled_row_says_why(preset):
+    plan = Plan(load(preset))
+    rows = plan.rows("table1")
+    disabled = [r for r in rows if not plan.enabled(r["method"])]
+    assert disabled or preset is None
+    for r in disabled:
+        assert r.get("reason"), r
+    for r in rows:
+        assert not r.get("reason") or not plan.enabled(r["method"]), r
+    by_method = {r["method"]: r for r in rows}
+    if preset == "tiny":  # switched off without a reason of its own
+        assert by_method["unigradicon"]["reason"] == (
+            "disabled in this configuration (methods.unigradicon.enabled: false)"
+        )
+    if preset == "demo":
+        assert "Appendix A" in by_method["bigalke_original"]["reason"]
+        assert "283 MB" in by_method["unigradicon"]["reason"]

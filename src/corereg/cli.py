@@ -55,7 +55,11 @@ def _context(verb: str) -> str:
     import socket
 
     env = os.environ
-    job = f", SLURM job {env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else ""
+    job = ""
+    if env.get("SLURM_JOB_ID"):
+        job = (
+            f", SLURM job {env['SLURM_JOB_ID']} in partition {env.get('SLURM_JOB_PARTITION', '?')}"
+        )
     gpus = env.get("CUDA_VISIBLE_DEVICES", "<unset>")
     return f"[corereg {verb}] corereg {__version__} on {socket.gethostname()}{job}, CUDA_VISIBLE_DEVICES={gpus}"
 

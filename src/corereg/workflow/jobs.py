@@ -161,8 +161,10 @@ class Plan(OutputSpecs):
             r = dict(row)
             r.setdefault("variant", "default")
             r.setdefault("label", self.method(r["method"])["label"])
-            if not self.enabled(r["method"]) and self.method(r["method"]).get("reason"):
-                r["reason"] = self.method(r["method"])["reason"]
+            if not self.enabled(r["method"]):  # a disabled method's row always says why
+                r["reason"] = self.method(r["method"]).get("reason") or (
+                    f"disabled in this configuration (methods.{r['method']}.enabled: false)"
+                )
             out.append(kind.row(self, artifact, r))
         return out
 

@@ -1,6 +1,6 @@
 """The README's numbers, written from the files the pipeline produces so they cannot go
 stale: the example Table 1 (from ``results/example/table1.md``), the demo's job count
-(``corereg plan`` of the demo preset) and the paper run's compute table (``corereg plan``
+(``corereg plan`` of the demo preset), the jobs of ``table2`` and the paper run's compute table (``corereg plan``
 of ``config.yaml``).  Each sits between ``<!-- generated: NAME -->`` and
 ``<!-- /generated -->`` in README.md; ``corereg example readme`` rewrites them and a test
 fails when the README differs from what they would be now.
@@ -33,6 +33,21 @@ def demo_jobs(root: Path) -> str:
     plan = Plan(config.load(root / "config.yaml", [root / "workflow/presets/demo.yaml"]))
     n = sum(jobs_per_rule(plan).values())
     return f"The demo is {n} jobs (`corereg plan --configfile workflow/presets/demo.yaml`)."
+
+
+def table2_jobs(root: Path) -> str:
+    from corereg import config
+    from corereg.workflow.compute_plan import jobs_of_rules, jobs_per_rule
+    from corereg.workflow.jobs import Plan
+
+    plan = Plan(config.load(root / "config.yaml", []))
+    n = sum(jobs_per_rule(plan, ["table2"]).values())
+    trainings = len(jobs_of_rules(plan, ["table2"])["train"])
+    return (
+        f"`table2`, for example, is {n} jobs, {trainings} of them trainings (Bigalke et al., CoRe"
+        " and its `cl_only` variant on both datasets, three seeds each), with the RAD-ChestCT"
+        " download and its TotalSegmentator labels."
+    )
 
 
 def _basis(text: str) -> str:
@@ -82,6 +97,7 @@ def blocks(root: Path) -> dict[str, str]:
     return {
         "example-table1": example_table(root / "results/example"),
         "demo-jobs": demo_jobs(root),
+        "table2-jobs": table2_jobs(root),
         "compute": compute_table(root),
     }
 
