@@ -191,6 +191,20 @@ def test_plan_prints_predictions_with_their_basis_and_both_disk_figures():
     # (35.9 GB) and one running training's pseudo-label files (13.2 GB)
     assert "keeping every field: 748.4 GB as float32" in text
     assert "scan cache GB" in text and "The scan cache of the trainings (counted)" in text
+    # TotalSegmentator's job is a GPU job (resources.label.gpu = 1); no basis is repeated
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[2:14] if line.strip()}
+    assert rows["label"][2] == "cuda" and rows["train"][2] == "cuda", rows
+    assert rows["register"][2] == "cpu/cuda" and rows["evaluate"][2] == "cpu", rows
+    assert "ratio; cuda = cpu x paper T_inf ratio" not in text
+
+
+def test_plan_on_the_cpu_puts_every_job_there():
+    from corereg.workflow.compute_plan import estimate
+
+    plan = Plan(config.load(ROOT / "config.yaml", []))
+    plan.cfg["device"] = "cpu"
+    jobs, _ = estimate(plan)
+    assert set(jobs.device) == {"cpu"}, jobs[["rule", "device"]]
 
 
 def test_int16_fields_stay_within_half_a_scale_step(tmp_path):

@@ -94,7 +94,7 @@ def estimate(plan: Plan, targets=None) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         r = plan.resources(RESOURCES_OF[rule])
         preds = [plan.estimate(rule, j) for j in jobs] if rule in _MODELLED and jobs else []
-        devices = sorted({plan.job_device(rule, j) for j in jobs}) if rule in _MODELLED else []
+        devices = sorted({plan.job_device(rule, j) for j in jobs})
         known = [p for p in preds if p.known]
         seconds = sum(p.seconds for p in known) if known and len(known) == len(preds) else None
         gpu_s = (
@@ -108,6 +108,7 @@ def estimate(plan: Plan, targets=None) -> tuple[pd.DataFrame, pd.DataFrame]:
         requests = [a["mem_mb"] for a in asked]
         limit_h = round(sum(float(x) for x in limits) / 60, 1) if limits else "–"
         bases = sorted({p.basis for p in preds}) or ["declared limits only"]
+        bases = [b for b in bases if not any(o != b and o.startswith(b) for o in bases)]
         rows.append(
             {
                 "rule": rule,
@@ -212,18 +213,32 @@ def _cache_place(plan: Plan) -> str:
     return where if where else f"{plan.data_root}/<dataset>/cache (training_data.cache_dir)"
 
 
-def render(plan: Plan, targets=None) -> str:
-    jobs, dsk = estimate(plan, targets)
-    keep_all = plan.keep_all_fields()
+def disk_use(plan: Plan, dsk: pd.DataFrame) -> dict[str, float]:
+    """GB of disk the planned jobs need at their peak (``total``, under the configured
+    fields.keep and storage), split into ``images`` (prepared scans, labels, scan cache),
+    ``checkpoints`` (with one running training's pseudo-label files) and the totals
+    when every field is kept (``every_float32``, ``every_int16``)."""
     int16 = plan.field_storage() == "int16"
-    images = dsk["images+labels GB"].sum() + dsk["scan cache GB"].sum()
-    ckpt = dsk["checkpoints GB"].sum()
+    images = float(dsk["images+labels GB"].sum() + dsk["scan cache GB"].sum())
+    ckpt = float(dsk["checkpoints GB"].sum())
     if len(dsk):  # one running training's pseudo-label files
-        ckpt += dsk["labels per training GB"].max()
+        ckpt += float(dsk["labels per training GB"].max())
     every = dsk["every field int16 GB" if int16 else "every field GB"].sum()
     kept = dsk["fields kept GB"].sum() * (0.5 if int16 else 1)
     transient = dsk["fields of one run GB"].max() * (0.5 if int16 else 1) if len(dsk) else 0
-    total = images + ckpt + (every if keep_all else kept + transient)
+    return {
+        "total": float(images + ckpt + (every if plan.keep_all_fields() else kept + transient)),
+        "images": images,
+        "checkpoints": ckpt,
+        "every_float32": float(images + ckpt + dsk["every field GB"].sum()),
+        "every_int16": float(images + ckpt + dsk["every field int16 GB"].sum()),
+    }
+
+
+def render(plan: Plan, targets=None) -> str:
+    jobs, dsk = estimate(plan, targets)
+    keep_all = plan.keep_all_fields()
+    disk = disk_use(plan, dsk)
     gpu_h = pd.to_numeric(jobs["GPU-h"], errors="coerce").sum()
     pred_h = pd.to_numeric(jobs["predicted h"], errors="coerce").sum()
     lines = [
@@ -240,10 +255,10 @@ def render(plan: Plan, targets=None) -> str:
         "",
         dsk.to_string(index=False),
         "",
-        f"Disk before gzip: {total:.1f} GB with fields.keep = {'all' if keep_all else 'figures'}"
-        f" (fields.storage = {plan.field_storage()}); keeping every field: "
-        f"{images + ckpt + dsk['every field GB'].sum():.1f} GB as float32, "
-        f"{images + ckpt + dsk['every field int16 GB'].sum():.1f} GB as int16.  With "
+        f"Disk before gzip: {disk['total']:.1f} GB with fields.keep = "
+        f"{'all' if keep_all else 'figures'} (fields.storage = {plan.field_storage()}); keeping"
+        f" every field: {disk['every_float32']:.1f} GB as float32, "
+        f"{disk['every_int16']:.1f} GB as int16.  With "
         "fields.keep = figures a run's fields exist only between its register and evaluate "
         "steps (counted: the largest run).  The scan cache of the trainings (counted) lies "
         f"in {_cache_place(plan)}.  Raw downloads come on top.",

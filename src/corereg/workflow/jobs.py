@@ -305,10 +305,10 @@ class Plan(OutputSpecs):
     def job_device(self, rule: str, run: Run) -> str:
         """The device kind (cpu | cuda) a job of ``rule`` runs on: GPU rules of methods
         that use a GPU, unless the configuration's device is the CPU."""
-        if self.cfg["device"] == "cpu" or rule not in ("train", "register"):
+        if self.cfg["device"] == "cpu" or rule not in ("train", "register", "label"):
             return "cpu"
         gpu = int(self.resources(rule)["gpu"])
-        if run.method and int(self.method(run.method)["gpu"]) and gpu:
+        if gpu and (rule == "label" or (run.method and int(self.method(run.method)["gpu"]))):
             return "cuda"
         return "cpu"
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
-
 START, END = "<!-- generated: {} -->", "<!-- /generated -->"
 
 
@@ -69,7 +67,7 @@ def compute_table(root: Path) -> str:
     """Jobs, predicted hours and peak memory of the paper run per rule, as `corereg plan`
     prints them, and its disk line."""
     from corereg import config
-    from corereg.workflow.compute_plan import estimate
+    from corereg.workflow.compute_plan import disk_use, estimate
     from corereg.workflow.jobs import Plan
 
     plan = Plan(config.load(root / "config.yaml", []))
@@ -88,8 +86,14 @@ def compute_table(root: Path) -> str:
         lines.append(
             f"| {r['rule']} | {r['jobs']} | {pred} | {_gb(r['peak MB (max)'])} | {_basis(r['basis'])} |"
         )
-    disk = float(pd.to_numeric(dsk["images+labels GB"]).sum() + dsk["scan cache GB"].sum())
-    lines += ["", f"Prepared scans and the trainings' scan cache: {disk:,.0f} GB of disk."]
+    disk = disk_use(plan, dsk)
+    lines += [
+        "",
+        f"Disk: {disk['total']:,.0f} GB before gzip, of it {disk['images']:,.0f} GB prepared"
+        f" scans and the trainings' scan cache and {disk['checkpoints']:,.0f} GB checkpoints and"
+        " pseudo-labels, the rest fields (kept for the figures; every field: "
+        f"{disk['every_float32']:,.0f} GB); raw downloads on top.",
+    ]
     return "\n".join(lines)
 
 
