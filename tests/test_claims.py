@@ -249,3 +249,22 @@ def test_curves_shorter_than_the_claim_cannot_be_tested(tmp_path):
     assert final["verdict"] == HOLDS  # 55 at 2000 > the baseline's final 48
     late = evaluate({**claim, "kind": "curve_gap", "at": 8000}, spec, None, logs, {})[0]
     assert late["verdict"] == UNTESTABLE and "training ran 3000 iterations" in late["evidence"]
+
+
+def test_a_significant_test_with_an_interval_across_zero_is_noise_not_a_failure():
+    """Wilcoxon and the bootstrap interval can disagree on few pairs: p reaches the claim's
+    level but the interval includes 0.  That is not a failed claim, and the evidence must
+    not say that p missed its level."""
+    from corereg.report.claims import _verdict
+
+    r = {"n": 6, "diff": 2.5, "low": -1.3, "high": 6.4, "p_holm": 0.031}
+    verdict, why = _verdict(r, 0.05, 1)
+    assert verdict == UNTESTABLE and "interval includes 0" in why, why
+    # p above the level with pairs enough to reach it: fails, and says so
+    verdict, why = _verdict({**r, "n": 10, "p_holm": 0.2}, 0.05, 1)
+    assert verdict == FAILS and why == "p = 0.2 does not reach 0.05"
+    # too few pairs to reach the level at all
+    verdict, why = _verdict({**r, "n": 4, "p_holm": 0.125}, 0.05, 1)
+    assert verdict == UNTESTABLE and "4 pairs cannot reach p < 0.05" in why
+    # both agree: holds
+    assert _verdict({**r, "low": 0.4}, 0.05, 1)[0] == HOLDS

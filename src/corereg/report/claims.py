@@ -120,14 +120,14 @@ def _verdict(r: dict, p_max: float, m: int) -> tuple[str, str]:
         return HOLDS, ""
     if r["high"] < 0:
         return FAILS, "the difference is negative beyond its interval"
-    if tested and min_p < p_max:
+    if tested and min_p < p_max and not r["p_holm"] < p_max:
         return FAILS, f"p = {r['p_holm']:.2g} does not reach {p_max:g}"
-    if tested:
+    if tested and min_p >= p_max:
         return (
             UNTESTABLE,
             f"{r['n']} pairs cannot reach p < {p_max:g} (smallest possible {min_p:.2g})",
         )
-    return UNTESTABLE, "the difference is within this run's noise"
+    return UNTESTABLE, "the difference is within this run's noise (its interval includes 0)"
 
 
 def _combine(verdicts: list[str]) -> str:
