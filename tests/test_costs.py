@@ -337,3 +337,15 @@ def test_training_memory_grows_with_the_scans_only_when_they_are_kept_in_memory(
     assert costs.predict(many, "train", run, m, "cpu").mem_mb == pytest.approx(
         1000.0 + 10 * scan_mb
     )
+
+
+def test_plan_never_keeps_more_fields_than_it_makes():
+    """A dataset without test pairs yet (the folder example before its folder exists) keeps
+    no figure fields: keeping only the figures' fields is never more than keeping all."""
+    from corereg.workflow.compute_plan import disk_use, estimate
+
+    plan = Plan(config.load(ROOT / "config.yaml", [ROOT / "workflow/presets/examples/folder.yaml"]))
+    _, dsk = estimate(plan)
+    assert dsk["test pairs"].sum() == 0 and dsk["fields kept GB"].sum() == 0
+    use = disk_use(plan, dsk)
+    assert use["total"] <= use["every_float32"] + 1e-9

@@ -124,8 +124,10 @@ def check(cfg) -> list[str]:
     elif installed != version:
         problems.append(
             f"this environment has TotalSegmentator {installed}, the label job runs {version} "
-            f"(in {env} with --use-conda): check there, e.g. `conda run -p <that env> corereg "
-            "label --dataset radchest --check`; its weights and downloader differ from this one's"
+            f"(in {env} with --use-conda): check there (`snakemake --use-conda "
+            "--conda-create-envs-only` builds it, `snakemake --list-conda-envs` names its folder, "
+            "then `conda run -p FOLDER corereg label --dataset radchest --check`); its weights "
+            "and downloader differ from this one's"
         )
     home = Path(
         os.environ.get("TOTALSEG_WEIGHTS_PATH")

@@ -157,6 +157,7 @@ def disk(plan: Plan) -> pd.DataFrame:
         kept_fig = sum(
             len(plan.rows(a)) for a in shown if d in plan.cfg["artifacts"][a]["datasets"]
         )
+        kept_fig = min(kept_fig, n_reg * pairs)  # one pair per figure row, if it has pairs
         rows.append(
             {
                 "dataset": d,
