@@ -132,6 +132,11 @@ def _pairs_naming_a_missing_scan(root):
         )
 
 
+def _id_with_the_pair_separator(root):
+    for sub in ("images", "labels"):
+        (root / sub / "p1_t0.nii.gz").rename(root / sub / "p1|a_t0.nii.gz")
+
+
 @pytest.mark.parametrize(
     "change, over, culprit, fragment",
     [
@@ -149,8 +154,20 @@ def _pairs_naming_a_missing_scan(root):
             "images/p1_t0.nii.gz",
             "differ from the dataset's",
         ),
+        (
+            _id_with_the_pair_separator,
+            {"test_ids": ["p2_t0", "p2_t1"]},
+            "images/p1|a_t0.nii.gz",
+            "case id 'p1|a_t0' holds '|'",
+        ),
     ],
-    ids=["labels-other-grid", "missing-label", "pair-names-missing-scan", "other-spacing"],
+    ids=[
+        "labels-other-grid",
+        "missing-label",
+        "pair-names-missing-scan",
+        "other-spacing",
+        "id-with-pair-separator",
+    ],
 )
 def test_bad_folders_are_refused_in_one_line_naming_the_file(
     folder, tmp_path, change, over, culprit, fragment
@@ -173,14 +190,18 @@ def test_a_pattern_without_its_placeholder_is_one_line(folder, tmp_path):
 
 
 def test_a_configuration_naming_only_the_folder_runs_table1(folder, tmp_path):
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(folder, study)  # this test adds a scan to its folder
     cfg = tmp_path / "mine.yaml"
     cfg.write_text(
         yaml.safe_dump(
-            {"datasets": {"mine": entry(folder)}, "artifacts": {"table1": {"datasets": ["mine"]}}}
+            {"datasets": {"mine": entry(study)}, "artifacts": {"table1": {"datasets": ["mine"]}}}
         )
     )
     out = tmp_path / "run"
-    run_snakemake(
+    args = (
         "table1",
         "--profile",
         "profiles/demo",
@@ -190,8 +211,8 @@ def test_a_configuration_naming_only_the_folder_runs_table1(folder, tmp_path):
         "--config",
         f"results={out}/results",
         f"data_root={out}/data",
-        timeout=3600,
     )
+    run_snakemake(*args, timeout=3600)
     table = pd.read_csv(out / "results/tables/table1.csv")
     ok = table[table.status == "ok"]
     assert {"Initial", "ConvexAdam (beyond the paper)", "Bigalke et al.", "CoRe"} <= set(ok.row)
@@ -199,8 +220,25 @@ def test_a_configuration_naming_only_the_folder_runs_table1(folder, tmp_path):
     assert "tre" not in table or table.tre.isna().all()  # no keypoints here
     md = (out / "results/tables/table1.md").read_text()
     assert "My MR study" in md and "TRE mm" not in md
+    # the folder is read in place: a scan added to it (a new visit) prepares the dataset again
+    assert "Nothing to be done" in run_snakemake(*args, "-n").stdout
+    for sub in ("images", "labels"):
+        shutil.copy(study / sub / "p4_t1.nii.gz", study / sub / "p4_t2.nii.gz")
+    plan = run_snakemake(*args, "-n")
+    prepare = plan.stdout.split("rule prepare:")[1].split("\n\n")[0]
+    assert "Set of input files has changed" in prepare and "p4_t2.nii.gz" in prepare, prepare
+    assert "rule train:" in plan.stdout and "rule table:" in plan.stdout
 
 
 def test_test_ids_without_a_scan_are_one_line(folder, tmp_path):
     with pytest.raises(CoreregError, match=r"test_ids/val_ids \['p9_t0'\] have no scan"):
         prepare(folder, tmp_path / "prepared", test_ids=["p1_t0", "p9_t0"])
+
+
+def test_no_source_can_write_a_case_id_holding_the_pair_separator(tmp_path):
+    from corereg.data.manifest import write_manifest
+
+    case = {"id": "a|b", "image": "images/a.nii.gz", "label": "labels/a.nii.gz", "split": "test"}
+    with pytest.raises(InputError, match=r"case id 'a\|b' holds '\|'"):
+        write_manifest(tmp_path, "d", "d", "x", (4, 4, 4), (1, 1, 1), {1: "x"}, [case], [], 0)
+    assert not (tmp_path / "manifest.json").exists()

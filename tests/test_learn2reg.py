@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -73,6 +74,15 @@ def test_a_local_folder_is_used_where_it_lies(task, tmp_path):
         SourceSettings.of({"kind": "learn2reg", "path": str(task.parent)})
     )
     assert (counts.train_pairs, counts.test_pairs, counts.train_scans) == (2, 2, 4)
+    # its files are the download step's inputs (it reruns when one changes); an archive's none
+    kind = SOURCE_KINDS["learn2reg"]
+    watched = kind.watched(SourceSettings.of(L2R(path=str(task.parent))))
+    assert str(task / f"{TASK}_dataset.json") in watched
+    assert str(task / "imagesTr" / name(1, 0)) in watched and all(
+        Path(f).is_file() for f in watched
+    )
+    assert kind.watched(SourceSettings.of(L2R(url="https://example.org/t.zip"))) == []
+    assert kind.watched(SourceSettings.of(L2R(path=str(tmp_path / "none")))) == []
 
 
 def test_explicit_lists_and_the_abdomenctct_kind_write_the_same_manifest(tmp_path):

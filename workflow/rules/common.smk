@@ -72,6 +72,19 @@ def job_res(rule_name, key):
     return get
 
 
+def watched(stage):
+    """The user's files a dataset's first data step reads in place (a folder source, a
+    local Learn2Reg task), as inputs: the step runs again when one changes or appears.
+    """
+
+    def get(w):
+        if (*plan.stages(w.dataset), "prepare")[0] != stage:
+            return []
+        return plan.source_kind(w.dataset).watched(plan.source(w.dataset))
+
+    return get
+
+
 def register_gpu(w):
     return min(int(plan.method(w.method).get("gpu", 0)), res("register", "gpu"))
 

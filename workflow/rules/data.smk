@@ -3,6 +3,8 @@
 
 
 rule download:
+    input:
+        watched=watched("download"),
     output:
         directory(f"{DATA}/{{dataset}}/raw"),
     log:
@@ -68,7 +70,8 @@ rule label:
 
 rule prepare:
     input:
-        lambda w: plan.stage_input(w.dataset, "prepare"),
+        upstream=lambda w: plan.stage_input(w.dataset, "prepare"),
+        watched=watched("prepare"),
     output:
         directory(f"{DATA}/{{dataset}}/prepared"),
     log:
@@ -84,7 +87,7 @@ rule prepare:
         gpu=res("prepare", "gpu"),
     params:
         spec=lambda w: plan.quote(plan.dataset_spec(w.dataset)),
-        raw=lambda w, input: f"--raw {input[0]}" if input else "",
+        raw=lambda w, input: f"--raw {input.upstream}" if input.upstream else "",
     shell:
         "python -m corereg prepare --dataset {wildcards.dataset} --spec {params.spec} {params.raw} --out {output} > {log} 2>&1"
 

@@ -294,6 +294,12 @@ class SourceKind:
         weights): one line each, empty when nothing is missing."""
         return []
 
+    def watched(self, source) -> list[str]:
+        """The files of the user's own disk that the first data step reads in place, so
+        that the step runs again when one of them changes, appears or goes (empty for
+        downloaded and synthetic data)."""
+        return []
+
     def stage_env(self, stage: str, source) -> str:
         """The conda environment file (relative to the repository) of a data step."""
         return "envs/corereg.yaml"

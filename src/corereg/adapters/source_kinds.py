@@ -97,6 +97,18 @@ class Learn2Reg(SourceKind):
             return [f"source.path {source.path}: no such folder (the Learn2Reg task)"]
         return []
 
+    def watched(self, source) -> list[str]:
+        """Every file of a local task folder (the dataset json, scans, labels, keypoints)."""
+        from corereg.data import learn2reg
+
+        if not source.path:
+            return []
+        try:
+            root = learn2reg.find_root(Path(source.path).expanduser(), self._source(source).task)
+        except (CoreregError, OSError):
+            return []  # the download step names the problem
+        return sorted(str(f) for f in root.rglob("*") if f.is_file())
+
     @staticmethod
     def _counts_from_json(source) -> Counts:
         """From the task's dataset json where it is on disk (a local folder), else from
@@ -180,6 +192,21 @@ class Folder(SourceKind):
         train_scans = {p[r] for p in train for r in ("fixed", "moving")}
         n_test = sum(p["split"] == "test" for p in pairs)
         return Counts(len(scans), len(train), n_test, len(train_scans))
+
+    def watched(self, source) -> list[str]:
+        """The scans, label maps and keypoint files the patterns find, and the pairs file."""
+        from corereg.data import folder
+
+        root = Path(source.path).expanduser()
+        try:
+            files = [
+                f for entry in folder.find_cases(root, source).values() for f in entry.values()
+            ]
+        except (CoreregError, OSError):
+            return []  # prepare names the problem
+        if source.pairing == "list" and source.pairs_csv and (root / source.pairs_csv).is_file():
+            files.append(root / source.pairs_csv)
+        return sorted(str(f) for f in files)
 
     def prepare(self, args, spec, source) -> None:
         from corereg.data import folder

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corereg.data.manifest import intensity_of, write_manifest
+from corereg.data.manifest import PAIR_SEP, intensity_of, write_manifest
 from corereg.data.settings import SourceSettings
 from corereg.errors import CoreregError, InputError
 from corereg.io import PREPARED, atomic_dir, save_nifti
@@ -49,6 +49,8 @@ def find_cases(root: Path, source) -> dict[str, dict[str, Path]]:
     cases = {}
     for f in sorted(root.glob(glob)):
         m = regex.match(f.relative_to(root).as_posix())
+        if m and PAIR_SEP in m["id"]:
+            raise InputError(f, f"case id '{m['id']}' holds '{PAIR_SEP}': rename the file")
         if m:
             cases[m["id"]] = {"image": f}
     if not cases:

@@ -22,6 +22,7 @@ from corereg.errors import InputError
 from corereg.io import load_image, load_labels, read_json, write_json
 
 FORMAT = "corereg-manifest/1"
+PAIR_SEP = "|"  # between the fixed and the moving id of a pair's key (ids may hold "_")
 # The 13 AbdomenCTCT organs in the release's (BTCV) order; the abdomen-like phantoms use them too.
 ABDOMEN_LABELS = {
     1: "spleen",
@@ -58,6 +59,13 @@ def write_manifest(
     **extra,
 ) -> None:
     """Write ``root/manifest.json``; ``extra`` keys (provenance) are stored beside the contract's."""
+    for cid in (c["id"] for c in cases):
+        if PAIR_SEP in str(cid):
+            raise InputError(
+                Path(root),
+                f"case id '{cid}' holds '{PAIR_SEP}', which the tables put between "
+                "the two scans of a pair: rename the case",
+            )
     write_json(
         Path(root) / "manifest.json",
         {

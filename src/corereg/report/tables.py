@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from corereg.data.manifest import PAIR_SEP
 from corereg.io import write_csv, write_text
 from corereg.stats import holm, wilcoxon_paired
 from corereg.stats_cluster import bootstrap_diff_ci
 from corereg.timing import SECONDS
 
 NOT_RUN = "not run"
-PAIR_SEP = "|"  # between the fixed and the moving id of a pair's key (ids may hold "_")
 KEY = ["dataset", "method", "variant"]
 STAT_KEYS = (
     "n_pairs",
