@@ -81,6 +81,32 @@ def test_a_stale_entry_is_rebuilt_never_used(prepared, tmp_path):
     assert cache.ensure([case]) == 1
 
 
+def test_entries_of_cases_no_longer_in_the_dataset_are_removed(prepared, tmp_path):
+    import shutil
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared, copy)
+    m = load_manifest(copy)
+    ids = [c["id"] for c in m.cases()]
+    cache = ScanCache(m, str(tmp_path / "c"))
+    cache.ensure(ids, ids)
+    assert cache.prune() == 0  # every entry belongs to a listed case
+    # the dataset is prepared again without its last case
+    meta = json.loads((copy / "manifest.json").read_text())
+    gone = meta["cases"].pop()["id"]
+    meta["pairs"] = [p for p in meta["pairs"] if gone not in (p["fixed"], p["moving"])]
+    (copy / "manifest.json").write_text(json.dumps(meta))
+    smaller = ScanCache(load_manifest(copy), str(tmp_path / "c"))
+    assert smaller.folder == cache.folder
+    freed = smaller.prune()  # a float32 scan and a uint8 label map, their headers and stamps
+    assert 32**3 * 5 < freed < 32**3 * 5 + 2000, freed
+    assert smaller.prune() == 0
+    left = {f.name.lstrip(".").split(".")[0] for f in smaller.folder.iterdir()}
+    assert left == set(ids) - {gone}
+    for i in ids[:-1]:  # the others are untouched and fresh
+        assert smaller.fresh(i, "image") and smaller.fresh(i, "labels")
+
+
 def test_an_unreadable_entry_and_an_unset_variable_are_one_line(prepared, tmp_path):
     m = load_manifest(prepared)
     cache = ScanCache(m, str(tmp_path / "c"))

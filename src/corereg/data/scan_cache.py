@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,20 @@ class ScanCache:
         for case_id in labels:
             built += self._build(case_id, "labels")
         return built
+
+    def prune(self) -> int:
+        """Remove the entries (and their stamps and locks) of cases the manifest no longer
+        lists, as after a dataset was prepared again without them; returns the bytes freed.
+        No training on this manifest can be reading them: it lists the same cases."""
+        keep = {c["id"] for c in self.manifest.cases()}
+        entry = re.compile(r"^\.?(?P<id>.+)\.(?:image|labels)\.(?:npy|json|lock)$")
+        freed = 0
+        for f in self.folder.iterdir():
+            m = entry.match(f.name)
+            if m and m["id"] not in keep and f.is_file():
+                freed += f.stat().st_size
+                f.unlink(missing_ok=True)
+        return freed
 
     # -- reading --------------------------------------------------------------------
     def _read(self, case_id: str, kind: str) -> np.ndarray:

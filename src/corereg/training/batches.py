@@ -62,6 +62,11 @@ class Scans:
         self.cache, self.device, self.placement = cache, torch.device(device), placement
         self.clock = clock
         cache.ensure(image_ids, label_ids)
+        freed = cache.prune()
+        if freed:
+            print(
+                f"[data] scan cache: removed {freed / 1e9:.2f} GB of cases no longer in the dataset"
+            )
         self._images: dict[str, torch.Tensor] = {}
         self._labels: dict[str, torch.Tensor] = {}
         self._pending: dict[str, Future] = {}
