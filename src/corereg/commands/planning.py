@@ -41,7 +41,8 @@ def doctor(a) -> None:
     if not any(shutil.which(t) for t in ("conda", "mamba", "micromamba")):
         notes.append(
             "no conda/mamba: `snakemake --use-conda` needs one; without it run the full "
-            "workflow from .venv (`make install`) and leave out --use-conda"
+            "workflow from .venv (`make install`) and leave out --use-conda (on SLURM: "
+            "use-conda: false in profiles/slurm/config.yaml)"
         )
     plan = Plan(config.load(a.config, a.configfile))
     try:
