@@ -272,3 +272,12 @@ def test_every_disabled_row_says_why(preset):
     if preset == "demo":
         assert "Appendix A" in by_method["bigalke_original"]["reason"]
         assert "283 MB" in by_method["unigradicon"]["reason"]
+
+
+def test_a_target_given_as_a_configfile_says_so(tmp_path):
+    from corereg import config
+
+    with pytest.raises(CoreregError, match=r"a target\? name targets before --configfile"):
+        config.load(ROOT / "config.yaml", ["table4"])
+    with pytest.raises(CoreregError, match=r"mine\.yaml: configuration file does not exist$"):
+        config.load(ROOT / "config.yaml", [tmp_path / "mine.yaml"])

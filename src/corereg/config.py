@@ -204,6 +204,8 @@ def load(config=None, presets=()) -> dict:
     for f in files:
         if not f.is_file():
             hint = "; give --config PATH (the repository's config.yaml)" if f == files[0] else ""
+            if f != files[0] and f.suffix not in (".yaml", ".yml", ".json"):
+                hint = "; a target? name targets before --configfile (as for snakemake)"
             raise CoreregError(f"{f}: configuration file does not exist{hint}")
         merged = deep_merge(merged, read_yaml(f))
     check(merged, files)
