@@ -226,8 +226,15 @@ def test_a_configuration_naming_only_the_folder_runs_table1(folder, tmp_path):
         shutil.copy(study / sub / "p4_t1.nii.gz", study / sub / "p4_t2.nii.gz")
     plan = run_snakemake(*args, "-n")
     prepare = plan.stdout.split("rule prepare:")[1].split("\n\n")[0]
-    assert "Set of input files has changed" in prepare and "p4_t2.nii.gz" in prepare, prepare
+    reason = next(line for line in prepare.splitlines() if "reason:" in line)
+    assert "p4_t2.nii.gz" in reason, prepare  # a new input, newer than the prepared folder
     assert "rule train:" in plan.stdout and "rule table:" in plan.stdout
+    # a scan taken out of the folder too (the set of inputs shrinks)
+    for sub in ("images", "labels"):
+        (study / sub / "p4_t2.nii.gz").unlink()
+        (study / sub / "p3_t1.nii.gz").unlink()
+    plan = run_snakemake(*args, "-n")
+    assert "rule prepare:" in plan.stdout and "rule table:" in plan.stdout, plan.stdout[-2000:]
 
 
 def test_test_ids_without_a_scan_are_one_line(folder, tmp_path):

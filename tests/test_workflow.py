@@ -196,7 +196,8 @@ def test_tiny_end_to_end(tiny_run):
     assert "| VoxelMorph | " in md and "| LapIRN | " in md
     assert (
         "| SAMConvex | not run* |" in md
-        and "*Not run: SAMConvex — not reproduced: its SAM embedding" in md
+        and "*Not run: " in md
+        and "SAMConvex — not reproduced: its SAM embedding" in md
     )
     for name in (
         "table1",
