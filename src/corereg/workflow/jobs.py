@@ -303,8 +303,9 @@ class Plan(OutputSpecs):
         return dict(self.cfg["resources"][rule])
 
     def job_device(self, rule: str, run: Run) -> str:
-        """The device kind (cpu | cuda) a job of ``rule`` runs on: GPU rules of methods
-        that use a GPU, unless the configuration's device is the CPU."""
+        """The device kind (cpu | cuda) a job of ``rule`` runs on: TotalSegmentator's
+        labelling and the GPU rules of methods that use a GPU (with a GPU resource),
+        unless the configuration's device is the CPU."""
         if self.cfg["device"] == "cpu" or rule not in ("train", "register", "label"):
             return "cpu"
         gpu = int(self.resources(rule)["gpu"])
