@@ -111,3 +111,21 @@ def test_a_command_of_the_pages_runs_as_written(page, cmd, stand_ins):
         assert re.search(r"^total\s+\d+", out, re.M) or "Nothing to be done" in out, out[-2000:]
     else:
         assert re.match(r"corereg plan: \d+ jobs", proc.stdout), proc.stdout[:500]
+
+
+def test_use_conda_without_conda_is_one_line_saying_what_to_do():
+    path = os.pathsep.join([str(BIN), "/usr/bin", "/bin"])
+    if shutil.which("conda", path=path):
+        pytest.skip("conda is installed in a system folder here; the message cannot be seen")
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "table2", "--cores", "1", "--use-conda", "-n"],
+        cwd=ROOT,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "--use-conda needs conda on PATH" in out and "leave out --use-conda" in out, out
+    assert "Error running conda info" not in out, out

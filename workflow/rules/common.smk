@@ -1,9 +1,22 @@
 import os
 import shlex
+import shutil
 import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+# --use-conda (or a profile's use-conda: true) on a machine without conda: one line saying
+# what to do, before Snakemake stops on "Error running conda info".
+if any(
+    m.name == "CONDA" for m in workflow.deployment_settings.deployment_method
+) and not (shutil.which("conda")):
+    raise WorkflowError(
+        "--use-conda needs conda on PATH (install Miniforge or Mambaforge); without conda "
+        "run Snakemake from the .venv that `make install` builds and leave out --use-conda "
+        "(on SLURM: use-conda: false in the profile).  `corereg doctor` lists what else "
+        "this machine lacks."
+    )
 
 ROOT = workflow.basedir  # the repository (the main Snakefile lives there)
 SRC = os.path.join(ROOT, "src")
