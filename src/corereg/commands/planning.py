@@ -38,9 +38,9 @@ def doctor(a) -> None:
             problems.append(f"no {tool} on PATH: {why}")
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
         problems.append("no Python.h: install the Python 3.11 headers (e.g. python3.11-dev)")
-    if not any(shutil.which(t) for t in ("conda", "mamba", "micromamba")):
+    if not shutil.which("conda"):  # Snakemake calls conda itself, mamba or not
         notes.append(
-            "no conda/mamba: `snakemake --use-conda` needs one; without it run the full "
+            "no conda: `snakemake --use-conda` needs it (e.g. Miniforge); without it run the full "
             "workflow from .venv (`make install`) and leave out --use-conda (on SLURM: "
             "use-conda: false in profiles/slurm/config.yaml)"
         )
