@@ -8,9 +8,10 @@ from snakemake.utils import validate
 
 # --use-conda (or a profile's use-conda: true) on a machine without conda: one line saying
 # what to do, before Snakemake stops on "Error running conda info".
-if any(
+_USE_CONDA = any(
     m.name == "CONDA" for m in workflow.deployment_settings.deployment_method
-) and not (shutil.which("conda")):
+)
+if _USE_CONDA and not shutil.which("conda"):
     raise WorkflowError(
         "--use-conda needs conda on PATH (install Miniforge or Mambaforge); without conda "
         "run Snakemake from the .venv that `make install` builds and leave out --use-conda "

@@ -1,7 +1,7 @@
 """The README's numbers, written from the files the pipeline produces so they cannot go
 stale: the example Table 1 (from ``results/example/table1.md``), the demo's job count
-(``corereg plan`` of the demo preset), the jobs of ``table2`` and the paper run's compute table (``corereg plan``
-of ``config.yaml``).  Each sits between ``<!-- generated: NAME -->`` and
+(``corereg plan`` of the demo preset), the jobs of ``table2`` and the paper run's compute
+table (``corereg plan`` of ``config.yaml``).  Each sits between ``<!-- generated: NAME -->`` and
 ``<!-- /generated -->`` in README.md; ``corereg example readme`` rewrites them and a test
 fails when the README differs from what they would be now.
 """
@@ -33,14 +33,18 @@ def demo_jobs(root: Path) -> str:
     return f"The demo is {n} jobs (`corereg plan --configfile workflow/presets/demo.yaml`)."
 
 
-def table2_jobs(root: Path) -> str:
+def _paper_plan(root: Path):
     from corereg import config
-    from corereg.workflow.compute_plan import jobs_of_rules, jobs_per_rule
     from corereg.workflow.jobs import Plan
 
-    plan = Plan(config.load(root / "config.yaml", []))
-    n = sum(jobs_per_rule(plan, ["table2"]).values())
-    trainings = len(jobs_of_rules(plan, ["table2"])["train"])
+    return Plan(config.load(root / "config.yaml", []))
+
+
+def table2_jobs(root: Path) -> str:
+    from corereg.workflow.compute_plan import jobs_of_rules
+
+    jobs = jobs_of_rules(_paper_plan(root), ["table2"])
+    n, trainings = sum(len(j) for j in jobs.values()), len(jobs["train"])
     return (
         f"`table2`, for example, is {n} jobs, {trainings} of them trainings (Bigalke et al., CoRe"
         " and its `cl_only` variant on both datasets, three seeds each), with the RAD-ChestCT"
@@ -66,11 +70,9 @@ def _gb(mb) -> str:
 def compute_table(root: Path) -> str:
     """Jobs, predicted hours and peak memory of the paper run per rule, as `corereg plan`
     prints them, and its disk line."""
-    from corereg import config
     from corereg.workflow.compute_plan import disk_use, estimate
-    from corereg.workflow.jobs import Plan
 
-    plan = Plan(config.load(root / "config.yaml", []))
+    plan = _paper_plan(root)
     jobs, dsk = estimate(plan)
     lines = ["| rule | jobs | predicted hours (of them on a GPU) | peak memory per job | basis |"]
     lines.append("|---|---|---|---|---|")
